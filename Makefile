@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+MDB ?= ../shared/data/mdb-dev
+GROOVE ?= ../shared/data/groove-midi
+TRAIN_DATA ?= train-data
+
+.PHONY: install run test bench train eval clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test,train]'
+	touch $@
+
+install: $(INSTALLED)
+
+# Until the web app exists: make a short drum loop and transcribe it.
+run: install
+	mkdir -p build
+	$(BIN)/python -m models.synthetic build/example.wav
+	$(BIN)/drumscribe transcribe build/example.wav -o build/example.json -o build/example.mid
+	@echo "wrote build/example.json and build/example.mid"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/transcribe_speed.py
+
+# Render the training set from Groove MIDI through the Debian drum kits, train, export.
+# Needs: apt-get install hydrogen-drumkits fluidsynth fluid-soundfont-gm musescore-general-soundfont
+train: install
+	$(BIN)/python -m models.train.synth --groove $(GROOVE) --out $(TRAIN_DATA) --passes 3
+	$(BIN)/python -m models.train.train --data $(TRAIN_DATA) --checkpoint $(TRAIN_DATA)/hitnet.pt
+	$(BIN)/python -m models.train.export $(TRAIN_DATA)/hitnet.pt --out models/weights
+
+eval: install
+	$(BIN)/python -m models.train.mdb $(MDB)
+
+clean:
+	rm -rf $(VENV) build

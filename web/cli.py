@@ -1,0 +1,83 @@
+"""The ``drumscribe`` command: transcribe files and evaluate transcriptions."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from models.audio import AudioError, load_audio
+from models.runtime import ModelError
+
+WRITERS = (".json", ".mid", ".midi")
+DEFAULT_MAX_SECONDS = float(os.environ.get("DRUMSCRIBE_MAX_SECONDS", 20 * 60))
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from models.detector import Detector
+    from models.midi import write_midi
+    from models.result import build_result
+    from models.tempo import estimate_bpm
+
+    outputs = [Path(out) for out in args.output]
+    unknown = [str(out) for out in outputs if out.suffix.lower() not in WRITERS]
+    if unknown:
+        raise SystemExit(f"drumscribe: cannot write {', '.join(unknown)}: supported outputs are {', '.join(WRITERS)}")
+    detector = Detector()
+    audio = load_audio(args.input, detector.card.sample_rate, max_seconds=args.max_seconds)
+    hits = detector.transcribe(audio)
+    bpm = estimate_bpm(hits)
+    result = build_result(hits, len(audio) / detector.card.sample_rate, detector.card.sample_rate, detector.card, bpm)
+    for out in outputs:
+        if out.suffix.lower() == ".json":
+            out.write_text(json.dumps(result, indent=1) + "\n")
+        else:
+            write_midi(hits, out, bpm)
+    if not outputs:
+        json.dump(result, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    print(f"{len(hits)} hits, {bpm} bpm: " + ", ".join(f"{k} {v}" for k, v in result["summary"].items()), file=sys.stderr)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from models.evaluate import evaluate, format_table, load_onsets
+
+    result = evaluate(load_onsets(args.pred), load_onsets(args.ref), tolerance=args.tolerance)
+    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drumscribe", description="Drum audio to drum hits and scores.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    transcribe = commands.add_parser("transcribe", help="transcribe an audio or video file")
+    transcribe.add_argument("input", help="any audio or video file (wav, flac, mp3, ogg, m4a, webm, mp4...)")
+    transcribe.add_argument("-o", "--output", action="append", default=[],
+                            help="write the result; the suffix picks the format (.json, .mid); repeatable")
+    transcribe.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
+                            help="refuse longer inputs (default: %(default)s, env DRUMSCRIBE_MAX_SECONDS)")
+    transcribe.set_defaults(run=_transcribe)
+
+    evaluate = commands.add_parser("eval", help="precision, recall and F-measure of PRED against REF")
+    evaluate.add_argument("pred", help="result JSON, or an MDB annotation file")
+    evaluate.add_argument("ref", help="result JSON, or an MDB annotation file (<T>_class.txt / <T>_subclass.txt)")
+    evaluate.add_argument("--tolerance", type=float, default=0.05, help="seconds (default: %(default)s)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.set_defaults(run=_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (AudioError, ModelError, OSError) as error:
+        print(f"drumscribe: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
