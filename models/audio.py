@@ -34,7 +34,13 @@ class AudioError(ValueError):
 
 
 def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
-    """Decode ``path`` to mono float32 at ``sample_rate``, refusing files longer than ``max_seconds``.
+    """Decode ``path`` to mono float32 at ``sample_rate`` (see ``read_audio`` for the checks)."""
+    audio, rate = read_audio(path, max_seconds)
+    return resample(audio, rate, sample_rate)
+
+
+def read_audio(path: str | Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode ``path`` to mono float32 at its own rate; returns (samples, rate).
 
     Raises ``AudioError`` for a missing, undecodable, empty, cut-off, silent, non-finite or
     too long input; a too long file is refused from its header, or as soon as decoding passes
@@ -56,7 +62,7 @@ def load_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
         raise AudioError("invalid_samples", f"{path.name}: audio contains NaN or infinite samples")
     if np.abs(mono).max() < SILENCE_PEAK:
         raise AudioError("silent", f"{path.name}: audio is silent")
-    return resample(mono, rate, sample_rate)
+    return mono, rate
 
 
 def to_mono(x: np.ndarray) -> np.ndarray:

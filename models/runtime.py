@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,8 @@ class HitModel:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(onnx_path), options, providers=_providers(device))
+        self.inference_seconds = 0.0  # totals a server's /metrics reports
+        self.inference_calls = 0
 
     def run(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         """Probabilities for each window; windows of equal length share one inference call."""
@@ -81,7 +84,10 @@ class HitModel:
             by_length.setdefault(len(window), []).append(index)
         for indices in by_length.values():
             batch = np.stack([windows[i] for i in indices]).astype(np.float32, copy=False)
+            started = time.perf_counter()
             out = self.session.run(None, {"mel": batch})[0]
+            self.inference_seconds += time.perf_counter() - started
+            self.inference_calls += 1
             for row, index in enumerate(indices):
                 results[index] = out[row]
         return results  # type: ignore[return-value]

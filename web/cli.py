@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
-from models.audio import AudioError, load_audio
+from models.audio import AudioError, read_audio, resample
 from models.runtime import ModelError
 
 WRITERS = (".json", ".mid", ".midi")
@@ -25,10 +27,10 @@ def _transcribe(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"drumscribe: cannot write {', '.join(unknown)}: supported outputs are {', '.join(WRITERS)}")
     detector = Detector()
-    audio = load_audio(args.input, detector.card.sample_rate, max_seconds=args.max_seconds)
-    hits = detector.transcribe(audio)
+    source, source_rate = read_audio(args.input, max_seconds=args.max_seconds)
+    hits = detector.transcribe(resample(source, source_rate, detector.card.sample_rate))
     bpm = estimate_bpm(hits)
-    result = build_result(hits, len(audio) / detector.card.sample_rate, detector.card.sample_rate, detector.card, bpm)
+    result = build_result(hits, len(source) / source_rate, source_rate, detector.card, bpm)
     for out in outputs:
         if out.suffix.lower() == ".json":
             out.write_text(json.dumps(result, indent=1) + "\n")
@@ -49,6 +51,34 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from web.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from batch.config import Settings
+    from batch.connection import connect
+    from batch.jobs import JobStore
+    from batch.worker import Worker
+    from models.detector import Detector
+
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        raise SystemExit("drumscribe: a worker needs REDIS_URL (drumscribe serve runs its own workers without it)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    worker = Worker(JobStore(connect(settings), settings), Detector(), settings)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop.set())
+    worker.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drumscribe", description="Drum audio to drum hits and scores.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
                             help="refuse longer inputs (default: %(default)s, env DRUMSCRIBE_MAX_SECONDS)")
     transcribe.set_defaults(run=_transcribe)
+
+    serve = commands.add_parser("serve", help="serve the web app and API (embedded Redis unless REDIS_URL is set)")
+    serve.add_argument("--host", default=os.environ.get("DRUMSCRIBE_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("DRUMSCRIBE_PORT", "8000")))
+    serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser("worker", help="a batch worker for the Redis at REDIS_URL")
+    worker.set_defaults(run=_worker)
 
     evaluate = commands.add_parser("eval", help="precision, recall and F-measure of PRED against REF")
     evaluate.add_argument("pred", help="result JSON, or an MDB annotation file")
@@ -74,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (AudioError, ModelError, OSError) as error:
+    except (AudioError, ModelError, OSError, ValueError) as error:
         print(f"drumscribe: {error}", file=sys.stderr)
         return 2
 

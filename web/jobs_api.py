@@ -1,0 +1,152 @@
+"""The batch HTTP API: submit, inspect, follow, download, cancel and delete jobs."""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from batch.ingest import IngestError, audio_error_status, check_url
+from batch.jobs import FINAL_STATES, JobNotFound, JobStore
+from models.audio import AudioError, read_audio
+from web.errors import ApiError
+from web.uploads import read_link, read_upload
+
+DOWNLOADS = {
+    "musicxml": ("score.musicxml", "application/vnd.recordare.musicxml+xml"),
+    "pdf": ("score.pdf", "application/pdf"),
+    "midi": ("score.mid", "audio/midi"),
+    "json": ("result.json", "application/json"),
+}
+EVENT_POLL_SECONDS = 0.25
+EVENT_KEEPALIVE_SECONDS = 15.0
+
+
+def _store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+async def _job(request: Request) -> dict:
+    try:
+        return await run_in_threadpool(_store(request).public, request.path_params["job_id"])
+    except JobNotFound:
+        raise ApiError(404, "not_found", "no such job") from None
+
+
+async def submit(request: Request) -> Response:
+    store, settings = _store(request), request.app.state.settings
+    content_type = request.headers.get("content-type", "")
+    job_id = store.new_id()
+    folder = settings.jobs_dir / job_id
+    folder.mkdir(parents=True)
+    try:
+        if content_type.startswith("multipart/form-data"):
+            path, name, options = await read_upload(request, folder, settings.max_upload_bytes)
+            await run_in_threadpool(read_audio, path, settings.max_seconds)
+            source = {"kind": "upload", "file": path.name, "name": name}
+        elif content_type.startswith("application/json"):
+            url, options = await read_link(request)
+            url = await run_in_threadpool(check_url, url, settings.allowed_hosts)
+            source = {"kind": "url", "url": url}
+        else:
+            raise ApiError(415, "unsupported_media", "send multipart/form-data with a file, or JSON with a url")
+    except AudioError as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        reason = str(error).split(": ", 1)[-1]  # drop our internal file name
+        raise ApiError(audio_error_status(error), error.code, f"the recording cannot be used: {reason}") from None
+    except IngestError as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ApiError(error.status, error.code, str(error)) from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    await run_in_threadpool(store.create, source, options, job_id)
+    return JSONResponse({"id": job_id, "status": "queued"}, status_code=202,
+                        headers={"Location": f"/api/v1/jobs/{job_id}"})
+
+
+async def list_jobs(request: Request) -> Response:
+    return JSONResponse({"jobs": await run_in_threadpool(_store(request).recent)})
+
+
+async def show(request: Request) -> Response:
+    return JSONResponse(await _job(request))
+
+
+async def events(request: Request) -> Response:
+    """Server-sent events: the job's state each time it changes, until the job ends."""
+    first = await _job(request)
+    store, job_id = _store(request), first["id"]
+
+    async def stream():
+        last, quiet = None, 0.0
+        while True:
+            try:
+                job = await run_in_threadpool(store.public, job_id)
+            except JobNotFound:
+                yield "event: deleted\ndata: {}\n\n"
+                return
+            if job != last:
+                yield f"data: {json.dumps(job)}\n\n"
+                last, quiet = job, 0.0
+            if job["status"] in FINAL_STATES:
+                return
+            await asyncio.sleep(EVENT_POLL_SECONDS)
+            quiet += EVENT_POLL_SECONDS
+            if quiet >= EVENT_KEEPALIVE_SECONDS:
+                yield ": keep-alive\n\n"
+                quiet = 0.0
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _finished_file(request: Request, job: dict, fmt: str):
+    if fmt not in DOWNLOADS:
+        raise ApiError(404, "not_found", f"unknown format {fmt!r}; one of {', '.join(DOWNLOADS)}")
+    if job["status"] != "succeeded":
+        raise ApiError(409, "not_ready", f"the job is {job['status']}; results exist once it has succeeded")
+    name, media_type = DOWNLOADS[fmt]
+    path = request.app.state.settings.jobs_dir / job["id"] / name
+    if not path.exists():
+        raise ApiError(410, "gone", "the job's files are gone")
+    return path, media_type
+
+
+async def result(request: Request) -> Response:
+    path, media_type = _finished_file(request, await _job(request), "json")
+    return FileResponse(path, media_type=media_type)
+
+
+async def download(request: Request) -> Response:
+    job = await _job(request)
+    fmt = request.path_params["fmt"]
+    path, media_type = _finished_file(request, job, fmt)
+    stem = "".join(c if c.isalnum() or c in "-_ " else "_" for c in (job["title"] or "drumscribe"))[:60].strip()
+    return FileResponse(path, media_type=media_type, filename=f"{stem or 'drumscribe'}{path.suffix}")
+
+
+async def remove(request: Request) -> Response:
+    """Cancel a queued or running job; delete a finished one with its files."""
+    job = await _job(request)
+    store, settings = _store(request), request.app.state.settings
+    if job["status"] not in FINAL_STATES:
+        return JSONResponse(await run_in_threadpool(store.cancel, job["id"]))
+    await run_in_threadpool(store.delete, job["id"])
+    await run_in_threadpool(shutil.rmtree, settings.jobs_dir / job["id"], True)
+    return JSONResponse({"id": job["id"], "deleted": True})
+
+
+routes = [
+    Route("/jobs", submit, methods=["POST"]),
+    Route("/jobs", list_jobs, methods=["GET"]),
+    Route("/jobs/{job_id:str}", show, methods=["GET"]),
+    Route("/jobs/{job_id:str}", remove, methods=["DELETE"]),
+    Route("/jobs/{job_id:str}/events", events, methods=["GET"]),
+    Route("/jobs/{job_id:str}/result", result, methods=["GET"]),
+    Route("/jobs/{job_id:str}/download/{fmt:str}", download, methods=["GET"]),
+]

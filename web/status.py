@@ -1,0 +1,67 @@
+"""``/api/v1/health`` and ``/metrics``: what an operator and Prometheus look at."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from batch.jobs import JobStore
+from models.detector import Detector
+
+
+def _health(store: JobStore, detector: Detector) -> dict:
+    try:
+        store.redis.ping()
+        redis_ok, workers = True, store.live_workers()
+        waiting, running = store.queue_depth()
+    except Exception as error:  # any Redis failure is exactly what health must report
+        return {"status": "unavailable", "redis": {"ok": False, "error": str(error)}}
+    card = detector.card
+    return {
+        "status": "ok" if workers else "degraded",
+        "redis": {"ok": redis_ok, "embedded": hasattr(store.redis, "embedded_server")},
+        "workers": {"alive": len(workers), "names": sorted(workers)},
+        "queue": {"waiting": waiting, "running": running},
+        "model": {"name": card.name, "version": card.version, "lookahead_ms": card.lookahead_ms,
+                  "sample_rate": card.sample_rate},
+    }
+
+
+async def health(request: Request) -> Response:
+    report = await run_in_threadpool(_health, request.app.state.store, request.app.state.detector)
+    return JSONResponse(report, status_code=200 if report["status"] != "unavailable" else 503)
+
+
+class ServiceCollector:
+    """Reads the shared figures from Redis at scrape time, so any API replica reports them all."""
+
+    def __init__(self, store: JobStore, detector: Detector) -> None:
+        self.store, self.detector = store, detector
+
+    def collect(self):
+        jobs = GaugeMetricFamily("drumscribe_jobs", "Jobs by state (recent jobs kept in Redis)", labels=["state"])
+        for state, count in self.store.count_by_state().items():
+            jobs.add_metric([state], count)
+        yield jobs
+        waiting, running = self.store.queue_depth()
+        yield GaugeMetricFamily("drumscribe_queue_waiting", "Queued entries no worker has taken", value=waiting)
+        yield GaugeMetricFamily("drumscribe_queue_running", "Entries held by a worker", value=running)
+        yield GaugeMetricFamily("drumscribe_workers", "Workers with a fresh heartbeat", value=len(self.store.live_workers()))
+        stages = SummaryMetricFamily("drumscribe_stage_seconds", "Time spent per pipeline stage", labels=["stage"])
+        for stage, (total, count) in self.store.stage_totals().items():
+            stages.add_metric([stage], count_value=count, sum_value=total)
+        yield stages
+        model = self.detector.model
+        yield CounterMetricFamily("drumscribe_inference_seconds", "Network time in this process",
+                                  value=model.inference_seconds)
+        yield CounterMetricFamily("drumscribe_inference_calls", "Network calls in this process",
+                                  value=model.inference_calls)
+
+
+async def metrics(request: Request) -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(request.app.state.store, request.app.state.detector))
+    body = await run_in_threadpool(generate_latest, registry)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
