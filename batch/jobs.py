@@ -145,6 +145,16 @@ class JobStore:
                     continue
         return self.public(job_id)
 
+    def link_session(self, session_id: str, job_id: str) -> None:
+        """Remember which job holds a live session's recording and score."""
+        self.redis.set(f"drumscribe:session:{session_id}", job_id)
+
+    def job_of_session(self, session_id: str) -> str:
+        job_id = self.redis.get(f"drumscribe:session:{session_id}")
+        if job_id is None:
+            raise JobNotFound(session_id)
+        return job_id
+
     def delete(self, job_id: str) -> None:
         self.get(job_id)
         pipe = self.redis.pipeline()
@@ -157,8 +167,8 @@ class JobStore:
     def claim(self, consumer: str, block_ms: int = 1000) -> Delivery | None:
         """The next job for ``consumer``: an abandoned entry first, else a new one (waits ``block_ms``)."""
         s = self.settings
-        _, entries, _ = self.redis.xautoclaim(s.stream_name, s.group_name, consumer,
-                                               min_idle_time=int(s.visibility_timeout * 1000), count=1)
+        entries = self.redis.xautoclaim(s.stream_name, s.group_name, consumer,
+                                        min_idle_time=int(s.visibility_timeout * 1000), count=1)[1]
         if not entries:
             reply = self.redis.xreadgroup(s.group_name, consumer, {s.stream_name: ">"}, count=1, block=block_ms)
             entries = reply[0][1] if reply else []

@@ -16,7 +16,7 @@ import numpy as np
 from batch.ingest import download
 from batch.score import make_score, write_outputs
 from models.audio import read_audio, resample
-from models.detector import Detector
+from models.detector import Detector, hit_order
 from models.peaks import Hit
 from models.result import build_result
 
@@ -59,7 +59,7 @@ def detect(detector: Detector, audio: np.ndarray, progress: Callable[[float], No
         hits += stream.push(audio[start:start + step])
         progress(min(1.0, (start + step) / max(1, len(audio))))
     hits += stream.flush()
-    return sorted(hits, key=lambda hit: (hit.t, hit.instrument))
+    return sorted(hits, key=hit_order)
 
 
 def finalize(detector: Detector, source: np.ndarray, source_rate: int, folder: Path, title: str,

@@ -13,6 +13,8 @@ import socket
 import threading
 import uuid
 
+import redis
+
 from batch.config import Settings
 from batch.jobs import Delivery, JobStore
 from batch.pipeline import Cancelled, StageClock, run_job
@@ -20,6 +22,7 @@ from models.audio import AudioError
 from models.detector import Detector
 
 log = logging.getLogger("drumscribe.worker")
+REDIS_RETRY_SECONDS = 1.0
 
 
 class Worker:
@@ -33,8 +36,13 @@ class Worker:
     def run(self) -> None:
         log.info("worker %s waiting for jobs", self.name)
         while not self.stop.is_set():
-            self.store.heartbeat(self.name, ttl=max(5.0, self.settings.visibility_timeout))
-            delivery = self.store.claim(self.name, block_ms=500)
+            try:
+                self.store.heartbeat(self.name, ttl=max(5.0, self.settings.visibility_timeout))
+                delivery = self.store.claim(self.name, block_ms=500)
+            except redis.RedisError as error:  # Redis restarting or unreachable: wait and retry
+                log.warning("worker %s: %s; retrying", self.name, error)
+                self.stop.wait(REDIS_RETRY_SECONDS)
+                continue
             if delivery is not None:
                 self.process(delivery)
 

@@ -17,6 +17,11 @@ from models.vocab import FAMILY_OF
 MAX_WINDOW_FRAMES = 6000  # bounds memory for long files: about a minute per inference call
 
 
+def hit_order(hit: Hit) -> tuple[float, str]:
+    """The order hits are reported in: by time, then family."""
+    return hit.t, hit.family
+
+
 class StreamingDetector:
     """``push(samples) -> hits`` and ``flush() -> hits`` over mono audio at the model's rate.
 
@@ -68,13 +73,18 @@ class StreamingDetector:
         return hits
 
     def flush(self) -> list[Hit]:
-        """End of input: silence stands in for the look-ahead the last frames never got."""
-        hits: list[Hit] = []
-        window = self._window(np.zeros((self.lookahead, N_MELS), np.float32))
-        if window is not None:
-            hits.extend(self.consume(self.model.run([window])[0]))
-        hits.extend(self.picker.flush())
-        return hits
+        """End of input: the hits still held back for want of look-ahead."""
+        window = self.final_window()
+        return self.finish(None if window is None else self.model.run([window])[0])
+
+    def final_window(self) -> np.ndarray | None:
+        """The last window: silence stands in for the look-ahead the last frames never got."""
+        return self._window(np.zeros((self.lookahead, N_MELS), np.float32))
+
+    def finish(self, probabilities: np.ndarray | None) -> list[Hit]:
+        """Consume the last window's result (see ``final_window``) and release every hit left."""
+        hits = self.consume(probabilities) if probabilities is not None else []
+        return hits + self.picker.flush()
 
 
 class Detector:
@@ -94,4 +104,4 @@ class Detector:
         """Hits in ``audio`` (mono, at the model's sample rate), in time order."""
         stream = self.stream()
         hits = stream.push(audio) + stream.flush()
-        return sorted(hits, key=lambda hit: (hit.t, hit.family))
+        return sorted(hits, key=hit_order)

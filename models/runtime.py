@@ -77,17 +77,20 @@ class HitModel:
         self.inference_calls = 0
 
     def run(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """Probabilities for each window; windows of equal length share one inference call."""
-        results: list[np.ndarray | None] = [None] * len(windows)
-        by_length: dict[int, list[int]] = {}
-        for index, window in enumerate(windows):
-            by_length.setdefault(len(window), []).append(index)
-        for indices in by_length.values():
-            batch = np.stack([windows[i] for i in indices]).astype(np.float32, copy=False)
-            started = time.perf_counter()
-            out = self.session.run(None, {"mel": batch})[0]
-            self.inference_seconds += time.perf_counter() - started
-            self.inference_calls += 1
-            for row, index in enumerate(indices):
-                results[index] = out[row]
-        return results  # type: ignore[return-value]
+        """Probabilities for each window, all in one inference call.
+
+        Shorter windows are padded on the left to the longest: the network's time
+        convolutions are unpadded, so each output depends only on its own receptive field
+        and the outputs of the real frames are unchanged; the padded ones are dropped.
+        """
+        if not windows:
+            return []
+        longest = max(len(w) for w in windows)
+        batch = np.zeros((len(windows), longest, windows[0].shape[1]), np.float32)
+        for row, window in enumerate(windows):
+            batch[row, longest - len(window):] = window
+        started = time.perf_counter()
+        out = self.session.run(None, {"mel": batch})[0]
+        self.inference_seconds += time.perf_counter() - started
+        self.inference_calls += 1
+        return [out[row, longest - len(window):] for row, window in enumerate(windows)]

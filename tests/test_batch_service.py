@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mido
 import pytest
+import soundfile as sf
 from music21 import converter
 from starlette.testclient import TestClient
 
@@ -50,7 +51,8 @@ def test_upload_progress_result_and_every_download(settings, beat_wav):
         with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as events:
             updates = [json.loads(line[6:]) for line in events.iter_lines() if line.startswith("data: ")]
         assert updates[-1]["status"] == "succeeded" and updates[-1]["progress"] == 1.0
-        assert {"detect", "score"} <= {u["stage"] for u in updates}
+        stages = [u["stage"] for u in updates]
+        assert "score" in stages and set(stages) <= {"queued", "starting", "decode", "detect", "score", "done"}
 
         result = client.get(f"/api/v1/jobs/{job_id}/result").json()
         assert result["sample_rate"] == 44100 and result["time_signature"] == "4/4"
@@ -59,10 +61,10 @@ def test_upload_progress_result_and_every_download(settings, beat_wav):
         assert len(hits) > 40 and sum(result["summary"].values()) == len(hits)
 
         xml = client.get(f"/api/v1/jobs/{job_id}/download/musicxml")
-        assert xml.status_code == 200 and "Rock beat" in xml.headers["content-disposition"]
+        assert xml.status_code == 200 and "Rock%20beat.musicxml" in xml.headers["content-disposition"]
         score = converter.parseData(xml.content, format="musicxml")
         notes = [n for n in score.recurse().notes for _ in getattr(n, "notes", [n])]
-        assert len(notes) == len(hits)
+        assert 0.9 * len(hits) <= len(notes) <= len(hits)  # hits on one slot of one line merge
 
         pdf = client.get(f"/api/v1/jobs/{job_id}/download/pdf")
         assert pdf.content.startswith(b"%PDF") and pdf.headers["content-type"] == "application/pdf"
@@ -89,7 +91,7 @@ def test_bad_uploads_are_refused_and_nothing_is_queued(settings, name, content, 
 
 
 def test_truncated_wrong_type_too_large_and_too_long(settings, beat_wav):
-    small = dataclasses.replace(settings, max_upload_bytes=200_000, max_seconds=10.0)
+    small = dataclasses.replace(settings, max_upload_bytes=200_000, max_seconds=5.0)
     with TestClient(create_app(small)) as client:
         cut = beat_wav.read_bytes()[:150_000]
         response = client.post("/api/v1/jobs", files={"file": ("cut.wav", cut, "audio/wav")})
@@ -98,10 +100,9 @@ def test_truncated_wrong_type_too_large_and_too_long(settings, beat_wav):
         assert (response.status_code, response.json()["error"]["code"]) == (415, "unsupported_media")
         response = submit(client, beat_wav)  # 8 bars of stereo 44.1 kHz: ~3.4 MB
         assert (response.status_code, response.json()["error"]["code"]) == (413, "too_large")
-        short = beat_wav.parent / "short.flac"
-        import soundfile as sf
         audio, rate = sf.read(beat_wav)
-        sf.write(short, audio[: rate * 12, 0], rate)  # 12 s, small as FLAC
+        short = beat_wav.parent / "short.flac"
+        sf.write(short, audio[: rate * 6: 4, 0], rate // 4)  # 6 s at 11 kHz: small, but too long
         response = submit(client, short)
         assert (response.status_code, response.json()["error"]["code"]) == (413, "too_long")
         assert queue_is_empty(client) and list(small.jobs_dir.iterdir()) == []
@@ -143,8 +144,6 @@ def test_link_is_downloaded_with_yt_dlp_from_an_allowed_host(settings, beat_wav,
     import http.server
     import threading
     from functools import partial
-
-    import soundfile as sf
 
     audio, rate = sf.read(beat_wav)
     sf.write(tmp_path / "beat.ogg", audio, rate)

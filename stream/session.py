@@ -1,0 +1,92 @@
+"""One live session's audio path: PCM in, hits out, recording kept for the score.
+
+The session does what ``drumscribe transcribe`` does to a file, in pieces: mix to mono,
+resample with soxr (its streaming resampler gives the same samples as the one-shot
+call), and feed the model's streaming detector. ``accept``/``take`` split each step
+around the network call so the gateway can batch windows of all sessions.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import soxr
+
+from models.detector import Detector, hit_order
+from models.peaks import Hit
+from models.tempo import estimate_bpm
+from stream.pcm import PcmDecoder, PcmFormat
+
+TEMPO_STEP_BPM = 1.0      # a new tempo is announced when it moves by more than this
+TEMPO_EVERY_SECONDS = 1.0  # and is re-estimated at most this often (audio time)
+
+
+class LiveSession:
+    def __init__(self, detector: Detector, fmt: PcmFormat, separate: bool = False) -> None:
+        self.id = uuid.uuid4().hex
+        self.fmt, self.separate = fmt, separate
+        self.detector = detector
+        self.stream = detector.stream()
+        self.decoder = PcmDecoder(fmt)
+        rate = detector.card.sample_rate
+        self._resampler = (soxr.ResampleStream(fmt.sample_rate, rate, 1, dtype="float32", quality="HQ")
+                           if fmt.sample_rate != rate else None)
+        self._recording: list[np.ndarray] = []
+        self.samples_in = 0            # at the client's rate
+        self.hits: list[Hit] = []
+        self.bpm: float | None = None
+        self._tempo_checked_at = 0.0
+        self.started = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return self.samples_in / self.fmt.sample_rate
+
+    def accept(self, data: bytes) -> np.ndarray | None:
+        """Take a PCM frame; return the network window it completes, if any."""
+        samples = self.decoder.decode(data)
+        self.samples_in += len(samples)
+        self._recording.append(samples)
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples, last=False)
+        return self.stream.feed(samples)
+
+    def take(self, probabilities: np.ndarray) -> list[Hit]:
+        """The hits the window's probabilities make certain."""
+        hits = self.stream.consume(probabilities)
+        self.hits += hits
+        return hits
+
+    def end(self) -> np.ndarray | None:
+        """No more audio: the window for the resampler's tail, if any (pass it to ``take``)."""
+        if self._resampler is None:
+            return None
+        return self.stream.feed(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+
+    def final_window(self) -> np.ndarray | None:
+        return self.stream.final_window()
+
+    def finish(self, probabilities: np.ndarray | None) -> list[Hit]:
+        """The hits that waited for look-ahead the recording never got."""
+        hits = self.stream.finish(probabilities)
+        self.hits += hits
+        return hits
+
+    def tempo_change(self) -> float | None:
+        """A new tempo estimate when it moved by more than a bpm since the last one sent."""
+        if self.seconds - self._tempo_checked_at < TEMPO_EVERY_SECONDS or len(self.hits) < 8:
+            return None
+        self._tempo_checked_at = self.seconds
+        bpm = estimate_bpm(self.hits)
+        if self.bpm is None or abs(bpm - self.bpm) > TEMPO_STEP_BPM:
+            self.bpm = bpm
+            return bpm
+        return None
+
+    def recording(self) -> np.ndarray:
+        """Everything received, mono at the client's rate."""
+        return np.concatenate(self._recording) if self._recording else np.zeros(0, np.float32)
+
+    def sorted_hits(self) -> list[Hit]:
+        return sorted(self.hits, key=hit_order)
