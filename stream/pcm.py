@@ -47,14 +47,20 @@ class PcmDecoder:
         self.fmt = fmt
         self._rest = b""
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes) -> tuple[np.ndarray, bytes]:
+        """(mono samples, the whole sample frames of PCM they came from)."""
         data = self._rest + data
         usable = len(data) - len(data) % self.fmt.frame_bytes
         self._rest = data[usable:]
-        samples = np.frombuffer(data[:usable], ENCODINGS[self.fmt.encoding]).astype(np.float32)
+        whole = data[:usable]
+        samples = np.frombuffer(whole, ENCODINGS[self.fmt.encoding]).astype(np.float32)
         if self.fmt.encoding == "s16le":
             samples /= 32768.0
         samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
         if self.fmt.channels == 2:
             samples = samples.reshape(-1, 2).mean(axis=1, dtype=np.float32)
-        return samples
+        return samples, whole
+
+    def as_array(self, pcm: bytes) -> np.ndarray:
+        """PCM bytes as a (frames, channels) array of their own type, for lossless saving."""
+        return np.frombuffer(pcm, ENCODINGS[self.fmt.encoding]).reshape(-1, self.fmt.channels)

@@ -32,7 +32,7 @@ class LiveSession:
         rate = detector.card.sample_rate
         self._resampler = (soxr.ResampleStream(fmt.sample_rate, rate, 1, dtype="float32", quality="HQ")
                            if fmt.sample_rate != rate else None)
-        self._recording: list[np.ndarray] = []
+        self._recording = bytearray()  # exactly what the client sent, whole sample frames
         self.samples_in = 0            # at the client's rate
         self.hits: list[Hit] = []
         self.bpm: float | None = None
@@ -45,9 +45,9 @@ class LiveSession:
 
     def accept(self, data: bytes) -> np.ndarray | None:
         """Take a PCM frame; return the network window it completes, if any."""
-        samples = self.decoder.decode(data)
+        samples, pcm = self.decoder.decode(data)
         self.samples_in += len(samples)
-        self._recording.append(samples)
+        self._recording += pcm
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples, last=False)
         return self.stream.feed(samples)
@@ -85,8 +85,8 @@ class LiveSession:
         return None
 
     def recording(self) -> np.ndarray:
-        """Everything received, mono at the client's rate."""
-        return np.concatenate(self._recording) if self._recording else np.zeros(0, np.float32)
+        """Everything received as (frames, channels) in the client's sample type and rate."""
+        return self.decoder.as_array(bytes(self._recording))
 
     def sorted_hits(self) -> list[Hit]:
         return sorted(self.hits, key=hit_order)

@@ -27,7 +27,8 @@ SCORE_FORMATS = ("musicxml", "pdf", "midi")
 
 
 def save_recording(session: LiveSession, folder: Path) -> str:
-    """Write what the client sent, bit-exact: FLAC for 16-bit input, float WAV otherwise."""
+    """Write what the client sent, bit-exact (so the batch job hears what the live session
+    heard): FLAC for 16-bit input, float WAV otherwise."""
     audio, rate = session.recording(), session.fmt.sample_rate
     if session.fmt.encoding == "s16le":
         sf.write(folder / "recording.flac", audio, rate, subtype="PCM_16")
