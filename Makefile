@@ -29,6 +29,7 @@ test: install
 bench: install
 	$(BIN)/python bench/transcribe_speed.py
 	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/live.py
 
 # Render the training set from Groove MIDI through the Debian drum kits, train, export.
 # Needs: apt-get install hydrogen-drumkits fluidsynth fluid-soundfont-gm musescore-general-soundfont

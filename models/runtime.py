@@ -63,6 +63,7 @@ class HitModel:
         card_path, onnx_path = folder / "hitnet.json", folder / "hitnet.onnx"
         if not card_path.exists() or not onnx_path.exists():
             raise ModelError(f"no model in {folder}: expected hitnet.json and hitnet.onnx")
+        self.card_path = card_path
         data = json.loads(card_path.read_text())
         digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
         if digest != data.get("onnx_sha256"):
