@@ -16,12 +16,9 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-# Until the web app exists: make a short drum loop and transcribe it.
+# The app on http://127.0.0.1:8000 with an embedded Redis and an in-process worker.
 run: install
-	mkdir -p build
-	$(BIN)/python -m models.synthetic build/example.wav
-	$(BIN)/drumscribe transcribe build/example.wav -o build/example.json -o build/example.mid
-	@echo "wrote build/example.json and build/example.mid"
+	$(BIN)/drumscribe serve
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -47,7 +47,7 @@ class Gateway:
         self._finalizing: set[asyncio.Task] = set()
 
     def ready_message(self, session: LiveSession) -> dict:
-        return {"type": "ready", "session_id": session.id, "lookahead_ms": self.detector.card.lookahead_ms,
+        return {"type": "ready", "session_id": session.id, "lookahead_ms": session.lookahead_ms,
                 "sample_rate": self.detector.card.sample_rate, "separate": False,
                 "separation_available": self.separation_available}
 

@@ -7,6 +7,8 @@ around the network call so the gateway can batch windows of all sessions.
 """
 from __future__ import annotations
 
+import functools
+import math
 import time
 import uuid
 
@@ -18,8 +20,26 @@ from models.peaks import Hit
 from models.tempo import estimate_bpm
 from stream.pcm import PcmDecoder, PcmFormat
 
+RESAMPLER_QUALITY = "HQ"  # the quality ``models.audio.resample`` uses offline: same samples
 TEMPO_STEP_BPM = 1.0      # a new tempo is announced when it moves by more than this
 TEMPO_EVERY_SECONDS = 1.0  # and is re-estimated at most this often (audio time)
+
+
+@functools.lru_cache(maxsize=None)
+def resampler_delay_ms(rate_in: int, rate_out: int) -> float:
+    """Measured, not computed: how long soxr's streaming resampler holds a sample back when
+    fed in 1 ms pieces (its delay depends on the rates and its internal blocking)."""
+    if rate_in == rate_out:
+        return 0.0
+    resampler = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality=RESAMPLER_QUALITY)
+    impulse = np.zeros(rate_in, np.float32)
+    impulse[rate_in // 2] = 1.0
+    step = max(1, rate_in // 1000)
+    for start in range(0, len(impulse), step):
+        out = resampler.resample_chunk(impulse[start:start + step])
+        if out.size and np.abs(out).max() > 0.05:
+            return max(0.0, ((start + step) / rate_in - 0.5) * 1000)
+    return 0.0
 
 
 class LiveSession:
@@ -30,7 +50,7 @@ class LiveSession:
         self.stream = detector.stream()
         self.decoder = PcmDecoder(fmt)
         rate = detector.card.sample_rate
-        self._resampler = (soxr.ResampleStream(fmt.sample_rate, rate, 1, dtype="float32", quality="HQ")
+        self._resampler = (soxr.ResampleStream(fmt.sample_rate, rate, 1, dtype="float32", quality=RESAMPLER_QUALITY)
                            if fmt.sample_rate != rate else None)
         self._recording = bytearray()  # exactly what the client sent, whole sample frames
         self.samples_in = 0            # at the client's rate
@@ -38,6 +58,13 @@ class LiveSession:
         self.bpm: float | None = None
         self._tempo_checked_at = 0.0
         self.started = time.monotonic()
+
+    @property
+    def lookahead_ms(self) -> int:
+        """How long after a sample arrives its hit can be reported: the network's look-ahead
+        plus the resampler's delay for this input rate (none for audio at the model's rate)."""
+        return self.detector.card.lookahead_ms + math.ceil(resampler_delay_ms(self.fmt.sample_rate,
+                                                                              self.detector.card.sample_rate))
 
     @property
     def seconds(self) -> float:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 
 import httpx
@@ -15,6 +16,7 @@ from websockets.sync.client import connect
 from models.audio import read_audio, resample
 from models.detector import Detector
 from stream.config import LiveSettings
+from stream.session import resampler_delay_ms
 from tests.conftest import RunningServer
 from web.app import create_app
 
@@ -139,7 +141,9 @@ def test_streamed_hits_equal_offline_transcription(settings, beat_wav, tmp_path,
         ws.send_json({"type": "start", "sample_rate": rate, "channels": channels, "encoding": encoding})
         ready = ws.receive_json()
         assert ready["type"] == "ready" and time.monotonic() - sent < 0.2
-        assert ready["lookahead_ms"] <= 50 and ready["session_id"]
+        card = client.app.state.detector.card
+        assert card.lookahead_ms <= 50 and ready["session_id"]
+        assert ready["lookahead_ms"] == card.lookahead_ms + math.ceil(resampler_delay_ms(rate, card.sample_rate))
         play(ws, data, np.random.default_rng(rate))
         ws.send_json({"type": "stop"})
         hits, others = collect_until_final(ws)
@@ -282,3 +286,8 @@ def test_two_sessions_at_once_do_not_disturb_each_other(settings, beat_wav, tmp_
             got_a, got_b = collect_until_final(a)[0], collect_until_final(b)[0]
         assert same_hits(got_a, offline_hits(client, refs[0])) >= 0.99
         assert same_hits(got_b, offline_hits(client, refs[1])) >= 0.99
+
+
+def test_resampler_delay_is_measured_per_rate():
+    assert resampler_delay_ms(24000, 24000) == 0.0
+    assert 0 < resampler_delay_ms(48000, 24000) < 60
