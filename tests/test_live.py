@@ -34,18 +34,21 @@ class Client:
         return self.http.get(path)
 
     def websocket_connect(self, path: str) -> "Socket":
-        return Socket(connect(self.server.ws + path, max_size=None, open_timeout=10))
+        return Socket(self.server.ws + path)
 
 
 class Socket:
-    def __init__(self, ws) -> None:
-        self.ws = ws
+    """A WebSocket client connection with the few calls the tests need."""
+
+    def __init__(self, url: str) -> None:
+        self._connecting = connect(url, max_size=None, open_timeout=10)
 
     def __enter__(self) -> "Socket":
+        self.ws = self._connecting.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.ws.close()
+        self._connecting.__exit__(*exc)
 
     def send_json(self, message: dict) -> None:
         self.ws.send(json.dumps(message))
