@@ -15,7 +15,7 @@ import numpy as np
 
 from batch.ingest import download
 from batch.score import make_score, write_outputs
-from models.audio import read_audio, resample
+from models.audio import AudioError, read_audio, resample
 from models.detector import Detector, hit_order
 from models.peaks import Hit
 from models.result import build_result
@@ -92,6 +92,10 @@ def run_job(detector: Detector, source: dict, options: dict, folder: Path, clock
     else:
         path = folder / source["file"]
     clock.enter("decode")
-    audio, rate = read_audio(path, max_seconds=max_seconds)
+    try:
+        audio, rate = read_audio(path, max_seconds=max_seconds)
+    except AudioError as error:  # our file names (input.mp3, recording.wav) mean nothing to users
+        reason = str(error).removeprefix(f"{path.name}: ")
+        raise AudioError(error.code, f"the recording cannot be used: {reason}") from None
     title = options.get("title") or source.get("name") or "Drum score"
     return finalize(detector, audio, rate, folder, title, clock)
