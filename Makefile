@@ -34,7 +34,7 @@ bench: install
 train: install
 	$(BIN)/python -m models.train.synth --groove $(GROOVE) --out $(TRAIN_DATA) --passes 3
 	$(BIN)/python -m models.train.train --data $(TRAIN_DATA) --checkpoint $(TRAIN_DATA)/hitnet.pt
-	$(BIN)/python -m models.train.export $(TRAIN_DATA)/hitnet.pt --out models/weights
+	$(BIN)/python -m models.train.export $(TRAIN_DATA)/hitnet-step5600.pt --out models/weights
 	# per-family thresholds tuned on the MDB development tracks, when they are at hand
 	if [ -d $(MDB) ]; then $(BIN)/python -m models.train.mdb $(MDB) --weights models/weights --tune --write; fi
 
