@@ -24,8 +24,8 @@ RECENT_KEY = "drumscribe:recent"
 WORKERS_KEY = "drumscribe:workers:"
 STAGE_KEY = "drumscribe:stage_seconds"
 
-# Finish an attempt only if it is still the current one and the job is still running.
-_FINISH = """
+# Update a running job only while the caller owns its current attempt (progress and finish).
+_UPDATE_OWNED = """
 local job = KEYS[1]
 if redis.call('HGET', job, 'status') ~= 'running' then return 0 end
 if redis.call('HGET', job, 'owner') ~= ARGV[1] then return 0 end
@@ -57,7 +57,7 @@ class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
-        self._finish = client.register_script(_FINISH)
+        self._update_owned = client.register_script(_UPDATE_OWNED)
         try:
             client.xgroup_create(settings.stream_name, settings.group_name, id="0", mkstream=True)
         except redis.ResponseError as error:
@@ -115,7 +115,7 @@ class JobStore:
 
     def progress(self, delivery: Delivery, stage: str, progress: float) -> bool:
         """Record progress; False when the attempt no longer owns the job (cancelled or reclaimed)."""
-        return bool(self._finish(keys=[self.key(delivery.job_id)],
+        return bool(self._update_owned(keys=[self.key(delivery.job_id)],
                                  args=[delivery.owner, "stage", stage, "progress", progress, "updated", time.time()]))
 
     def finish(self, delivery: Delivery, status: str, error: str = "") -> bool:
@@ -124,7 +124,7 @@ class JobStore:
                   "error", error, "updated", time.time(), "finished", time.time()]
         if status == "succeeded":
             fields += ["progress", 1.0]
-        return bool(self._finish(keys=[self.key(delivery.job_id)], args=[delivery.owner, *fields]))
+        return bool(self._update_owned(keys=[self.key(delivery.job_id)], args=[delivery.owner, *fields]))
 
     def cancel(self, job_id: str) -> dict:
         """Cancel a queued or running job; a running worker notices at its next progress report."""

@@ -18,6 +18,7 @@ import redis
 from batch.config import Settings
 from batch.jobs import Delivery, JobStore
 from batch.pipeline import Cancelled, StageClock, run_job
+from batch.score import FILES as OUTPUT_FILES
 from models.audio import AudioError
 from models.detector import Detector
 
@@ -87,7 +88,7 @@ class Worker:
         if record.get("owner") != delivery.owner:
             return  # another worker holds the job now
         if record.get("status") == "cancelled":
-            for name in ("score.musicxml", "score.pdf", "score.mid", "result.json"):
+            for name in OUTPUT_FILES.values():
                 (self.settings.jobs_dir / delivery.job_id / name).unlink(missing_ok=True)
             shutil.rmtree(self.settings.jobs_dir / delivery.job_id / "download", ignore_errors=True)
         self.store.ack(delivery.entry_id)

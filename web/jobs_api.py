@@ -12,15 +12,16 @@ from starlette.routing import Route
 
 from batch.ingest import IngestError, audio_error_status, check_url
 from batch.jobs import FINAL_STATES, JobNotFound, JobStore
+from batch.score import FILES as OUTPUT_FILES
 from models.audio import AudioError, read_audio
 from web.errors import ApiError
 from web.uploads import read_link, read_upload
 
-DOWNLOADS = {
-    "musicxml": ("score.musicxml", "application/vnd.recordare.musicxml+xml"),
-    "pdf": ("score.pdf", "application/pdf"),
-    "midi": ("score.mid", "audio/midi"),
-    "json": ("result.json", "application/json"),
+MEDIA_TYPES = {
+    "musicxml": "application/vnd.recordare.musicxml+xml",
+    "pdf": "application/pdf",
+    "midi": "audio/midi",
+    "json": "application/json",
 }
 EVENT_POLL_SECONDS = 0.25
 EVENT_KEEPALIVE_SECONDS = 15.0
@@ -106,15 +107,14 @@ async def events(request: Request) -> Response:
 
 
 def _finished_file(request: Request, job: dict, fmt: str):
-    if fmt not in DOWNLOADS:
-        raise ApiError(404, "not_found", f"unknown format {fmt!r}; one of {', '.join(DOWNLOADS)}")
+    if fmt not in MEDIA_TYPES:
+        raise ApiError(404, "not_found", f"unknown format {fmt!r}; one of {', '.join(MEDIA_TYPES)}")
     if job["status"] != "succeeded":
         raise ApiError(409, "not_ready", f"the job is {job['status']}; results exist once it has succeeded")
-    name, media_type = DOWNLOADS[fmt]
-    path = request.app.state.settings.jobs_dir / job["id"] / name
+    path = request.app.state.settings.jobs_dir / job["id"] / OUTPUT_FILES[fmt]
     if not path.exists():
         raise ApiError(410, "gone", "the job's files are gone")
-    return path, media_type
+    return path, MEDIA_TYPES[fmt]
 
 
 async def result(request: Request) -> Response:
