@@ -6,12 +6,16 @@ INSTALLED := $(VENV)/.installed
 MDB ?= ../shared/data/mdb-dev
 GROOVE ?= ../shared/data/groove-midi
 TRAIN_DATA ?= train-data
+# demucs without its declared dependencies (torchaudio would pull a CUDA torch); what its model
+# code imports is the `separation` extra.
+DEMUCS_VERSION := 4.1.0
 
 .PHONY: install run test bench train eval clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test,train]'
+	$(BIN)/pip install -q -e '.[test,train,separation]'
+	$(BIN)/pip install -q --no-deps demucs==$(DEMUCS_VERSION)
 	touch $@
 
 install: $(INSTALLED)
@@ -27,6 +31,7 @@ bench: install
 	$(BIN)/python bench/transcribe_speed.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/live.py
+	$(BIN)/python bench/separation.py
 
 # Render the training set from Groove MIDI through the Debian drum kits, train, export.
 # Needs: apt-get install hydrogen-drumkits fluidsynth fluid-soundfont-gm musescore-general-soundfont
