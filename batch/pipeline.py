@@ -1,4 +1,4 @@
-"""What a worker does with one job: fetch, decode, detect, score, write.
+"""What a worker does with one job: fetch, decode, [separate], detect, score, write.
 
 Each stage reports progress through ``report(stage, fraction)``; a report that returns
 False means the job was cancelled (or handed to another worker) and the pipeline stops.
@@ -17,8 +17,10 @@ from batch.ingest import download
 from batch.score import make_score, write_outputs
 from models.audio import AudioError, read_audio, resample
 from models.detector import Detector, hit_order
+from models.mixture import judge
 from models.peaks import Hit
 from models.result import build_result
+from models.separation import Separation, SeparationUnavailable
 
 Report = Callable[[str, float], bool]
 DETECT_CHUNK_SECONDS = 30.0
@@ -62,18 +64,49 @@ def detect(detector: Detector, audio: np.ndarray, progress: Callable[[float], No
     return sorted(hits, key=hit_order)
 
 
+def decide_separation(choice: str, separation: Separation | None, audio: np.ndarray, rate: int) -> dict:
+    """Whether to separate this recording, and why: the result JSON's ``separation``.
+
+    ``off`` never; ``on`` always (``SeparationUnavailable`` without weights); ``auto`` when weights
+    are present and the recording is a full mix (``models.mixture``), not drums alone.
+    """
+    separation = separation or Separation.unavailable("this worker was started without separation")
+    decision: dict = {"requested": choice, "applied": False, "available": separation.available}
+    if not separation.available:
+        decision["reason"] = separation.reason
+    if choice == "on":
+        separation.require()
+        decision["applied"] = True
+    elif choice == "auto" and separation.available:
+        verdict = judge(audio, rate)
+        decision.update(applied=verdict.full_mix, full_mix=verdict.full_mix, harmonic_ratio=verdict.harmonic_ratio)
+    if decision["applied"]:
+        decision["model"] = separation.require().name
+    return decision
+
+
+def separate(separation: Separation, audio: np.ndarray, rate: int,
+             progress: Callable[[float], None]) -> tuple[np.ndarray, int]:
+    """The drums of ``audio``, at the separation model's rate."""
+    separator = separation.require()
+    drums = separator.separate(resample(audio, rate, separator.samplerate), progress)
+    return drums, separator.samplerate
+
+
 def finalize(detector: Detector, source: np.ndarray, source_rate: int, folder: Path, title: str,
-             clock: StageClock, hits: list[Hit] | None = None) -> dict:
-    """Detect (unless ``hits`` are given), score and write every output into ``folder``."""
+             clock: StageClock, hits: list[Hit] | None = None,
+             detect_from: tuple[np.ndarray, int] | None = None, extra: dict | None = None) -> dict:
+    """Detect (unless ``hits`` are given) in ``detect_from`` (the separated drums and their rate;
+    default the source), score and write every output into ``folder``."""
     if hits is None:
         clock.enter("detect")
-        audio = resample(source, source_rate, detector.card.sample_rate)
-        hits = detect(detector, audio, clock.at)
+        audio, rate = detect_from or (source, source_rate)
+        hits = detect(detector, resample(audio, rate, detector.card.sample_rate), clock.at)
     clock.enter("score")
     duration = len(source) / source_rate
     score = make_score(hits, duration, title=title)
     result = build_result(hits, duration, source_rate, detector.card, score.grid.bpm,
-                          score.grid.time_signature, title=title)
+                          score.grid.time_signature, title=title, **(extra or {}))
     clock.at(0.3)
     write_outputs(score, hits, folder, result)
     clock.close()
@@ -81,8 +114,11 @@ def finalize(detector: Detector, source: np.ndarray, source_rate: int, folder: P
 
 
 def run_job(detector: Detector, source: dict, options: dict, folder: Path, clock: StageClock,
-            max_bytes: int, max_seconds: float) -> dict:
-    """The whole batch pipeline for one job; returns the result JSON."""
+            max_bytes: int, max_seconds: float, separation: Separation | None = None) -> dict:
+    """The whole batch pipeline for one job; returns the result JSON.
+
+    ``SeparationUnavailable`` when the job asks for ``separate=on`` and ``separation`` has none.
+    """
     if source["kind"] == "url":
         clock.enter("download")
         downloads = folder / "download"
@@ -98,4 +134,10 @@ def run_job(detector: Detector, source: dict, options: dict, folder: Path, clock
         reason = str(error).removeprefix(f"{path.name}: ")
         raise AudioError(error.code, f"the recording cannot be used: {reason}") from None
     title = options.get("title") or source.get("name") or "Drum score"
-    return finalize(detector, audio, rate, folder, title, clock)
+    decision = decide_separation(options.get("separate", "off"), separation, audio, rate)
+    drums = None
+    if decision["applied"]:
+        clock.enter("separate")
+        drums = separate(separation, audio, rate, clock.at)
+    return finalize(detector, audio, rate, folder, title, clock, detect_from=drums,
+                    extra={"separation": decision})

@@ -21,6 +21,7 @@ from batch.pipeline import Cancelled, StageClock, run_job
 from batch.score import FILES as OUTPUT_FILES
 from models.audio import AudioError
 from models.detector import Detector
+from models.separation import Separation, SeparationUnavailable
 
 log = logging.getLogger("drumscribe.worker")
 REDIS_RETRY_SECONDS = 1.0
@@ -29,8 +30,10 @@ REDIS_RETRY_SECONDS = 1.0
 class Worker:
     """One consumer of the job stream; ``run`` loops until ``stop`` is set."""
 
-    def __init__(self, store: JobStore, detector: Detector, settings: Settings, name: str | None = None) -> None:
+    def __init__(self, store: JobStore, detector: Detector, settings: Settings, name: str | None = None,
+                 separation: Separation | None = None) -> None:
         self.store, self.detector, self.settings = store, detector, settings
+        self.separation = separation
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stop = threading.Event()
 
@@ -66,12 +69,12 @@ class Worker:
         log.info("job %s attempt %d on %s", delivery.job_id, delivery.attempt, self.name)
         try:
             run_job(self.detector, json.loads(job["source"]), json.loads(job["options"]), folder, clock,
-                    self.settings.max_upload_bytes, self.settings.max_seconds)
+                    self.settings.max_upload_bytes, self.settings.max_seconds, self.separation)
         except Cancelled:
             log.info("job %s stopped: cancelled or reclaimed", delivery.job_id)
             self._settle_cancelled(delivery)
             return
-        except AudioError as error:
+        except (AudioError, SeparationUnavailable) as error:
             self.store.finish(delivery, "failed", str(error))
         except Exception as error:  # a bug or a broken file: fail the job, keep the worker
             log.exception("job %s failed", delivery.job_id)

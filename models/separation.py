@@ -354,7 +354,7 @@ class Separation:
     def require(self) -> Separator:
         """The separator, or ``SeparationUnavailable`` saying why there is none."""
         if self.separator is None:
-            raise SeparationUnavailable(f"drum separation is unavailable on this server: {self.reason}")
+            raise SeparationUnavailable(f"drum separation is unavailable: {self.reason}")
         return self.separator
 
     def status(self) -> dict:

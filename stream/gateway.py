@@ -20,7 +20,9 @@ from models.detector import Detector
 from stream.batcher import InferenceBatcher
 from stream.config import LiveSettings
 from stream.pcm import FormatError, PcmFormat
+from models.separation import Separator
 from stream.runner import Finalizer, LiveRunner, NotationRenderer, SessionTooLong
+from stream.separated import SeparatedRunner, SeparatedSession
 from stream.session import LiveSession
 
 log = logging.getLogger("drumscribe.live")
@@ -38,17 +40,19 @@ class Gateway:
     """Shared by all live sessions of a process: one batcher, one registry, the limits."""
 
     def __init__(self, detector: Detector, settings: LiveSettings, finalizer: Finalizer,
-                 notation: NotationRenderer | None = None, separation_available: bool = False) -> None:
+                 notation: NotationRenderer | None = None, separation_available: bool = False,
+                 separator: Separator | None = None) -> None:
         self.detector, self.settings = detector, settings
         self.finalizer, self.notation = finalizer, notation
-        self.separation_available = separation_available
+        self.separator = separator  # sessions that start with "separate": true use it, when there is one
+        self.separation_available = separation_available or separator is not None
         self.batcher = InferenceBatcher(detector.model, max_wait=settings.batch_wait)
         self.sessions: dict[str, LiveRunner] = {}
         self._finalizing: set[asyncio.Task] = set()
 
     def ready_message(self, session: LiveSession) -> dict:
         return {"type": "ready", "session_id": session.id, "lookahead_ms": session.lookahead_ms,
-                "sample_rate": self.detector.card.sample_rate, "separate": False,
+                "sample_rate": self.detector.card.sample_rate, "separate": session.separate,
                 "separation_available": self.separation_available}
 
     def open_session(self, start: dict, emit) -> LiveRunner:
@@ -59,8 +63,15 @@ class Gateway:
             fmt = PcmFormat.parse(start)
         except FormatError as error:
             raise ProtocolError("invalid_format", str(error), WRONG_DATA) from None
-        session = LiveSession(self.detector, fmt)
-        runner = LiveRunner(session, self.batcher, self.settings, emit, self.finalizer, self.notation)
+        separate = start.get("separate", False)
+        if not isinstance(separate, bool):
+            raise ProtocolError("invalid_format", "separate must be true or false", WRONG_DATA)
+        if separate and self.separator is not None:  # without one, ready says "separate": false
+            session = SeparatedSession(self.detector, fmt, self.separator)
+            runner = SeparatedRunner(session, self.batcher, self.settings, emit, self.finalizer, self.notation)
+        else:
+            session = LiveSession(self.detector, fmt)
+            runner = LiveRunner(session, self.batcher, self.settings, emit, self.finalizer, self.notation)
         self.sessions[session.id] = runner
         return runner
 

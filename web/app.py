@@ -23,6 +23,7 @@ from batch.jobs import JobStore
 from batch.score import notation_svg
 from batch.worker import Worker
 from models.detector import Detector
+from models.separation import Separation, load_separation
 from stream.config import LiveSettings
 from stream.gateway import Gateway
 from web import jobs_api, live, preview, rtc
@@ -40,7 +41,8 @@ async def index(request) -> FileResponse:
 
 
 def create_app(settings: Settings | None = None, detector: Detector | None = None,
-               live_settings: LiveSettings | None = None) -> Starlette:
+               live_settings: LiveSettings | None = None, separation: Separation | None = None) -> Starlette:
+    """The app; ``separation`` defaults to what ``load_separation`` finds (unavailable without weights)."""
     settings = settings or Settings.from_env()
     live_settings = live_settings or LiveSettings.from_env()
 
@@ -51,14 +53,18 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
         store = JobStore(client, settings)
         app.state.settings, app.state.store = settings, store
         app.state.detector = detector or Detector()
-        workers = [Worker(store, app.state.detector, settings) for _ in range(settings.in_process_workers)]
+        app.state.separation = separation or load_separation()
+        if not app.state.separation.available:
+            log.info("drum separation unavailable: %s", app.state.separation.reason)
+        workers = [Worker(store, app.state.detector, settings, separation=app.state.separation)
+                   for _ in range(settings.in_process_workers)]
         threads = [threading.Thread(target=w.run, name=f"worker-{i}", daemon=True) for i, w in enumerate(workers)]
         for thread in threads:
             thread.start()
         app.state.workers = workers
         app.state.gateway = Gateway(app.state.detector, live_settings,
                                     SessionFinalizer(store, settings, live_settings.finalize_timeout),
-                                    notation=notation_svg)
+                                    notation=notation_svg, separator=app.state.separation.separator)
         app.state.rtc = rtc.RtcPeers()
         try:
             yield

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from models.audio import AudioError, read_audio, resample
 from models.runtime import ModelError
+from models.separation import SeparationUnavailable, WeightsError
 
 WRITERS = (".json", ".mid", ".midi")
 DEFAULT_MAX_SECONDS = float(os.environ.get("DRUMSCRIBE_MAX_SECONDS", 20 * 60))
@@ -26,11 +27,17 @@ def _transcribe(args: argparse.Namespace) -> int:
     unknown = [str(out) for out in outputs if out.suffix.lower() not in WRITERS]
     if unknown:
         raise SystemExit(f"drumscribe: cannot write {', '.join(unknown)}: supported outputs are {', '.join(WRITERS)}")
+    from batch.pipeline import decide_separation, separate
+    from models.separation import Separation, load_separation
+
     detector = Detector()
     source, source_rate = read_audio(args.input, max_seconds=args.max_seconds)
-    hits = detector.transcribe(resample(source, source_rate, detector.card.sample_rate))
+    separation = load_separation() if args.separate != "off" else Separation.unavailable("not asked for")
+    decision = decide_separation(args.separate, separation, source, source_rate)
+    audio, rate = separate(separation, source, source_rate, lambda _: None) if decision["applied"] else (source, source_rate)
+    hits = detector.transcribe(resample(audio, rate, detector.card.sample_rate))
     bpm = estimate_bpm(hits)
-    result = build_result(hits, len(source) / source_rate, source_rate, detector.card, bpm)
+    result = build_result(hits, len(source) / source_rate, source_rate, detector.card, bpm, separation=decision)
     for out in outputs:
         if out.suffix.lower() == ".json":
             out.write_text(json.dumps(result, indent=1) + "\n")
@@ -57,7 +64,8 @@ def _serve(args: argparse.Namespace) -> int:
     from web.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    # PCM frames do not compress: per-message deflate would only cost CPU on every live frame
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", ws_per_message_deflate=False)
     return 0
 
 
@@ -67,15 +75,48 @@ def _worker(args: argparse.Namespace) -> int:
     from batch.jobs import JobStore
     from batch.worker import Worker
     from models.detector import Detector
+    from models.separation import load_separation
 
     settings = Settings.from_env()
     if not settings.redis_url:
         raise SystemExit("drumscribe: a worker needs REDIS_URL (drumscribe serve runs its own workers without it)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    worker = Worker(JobStore(connect(settings), settings), Detector(), settings)
+    separation = load_separation()
+    logging.getLogger("drumscribe.worker").info("drum separation: %s", separation.status())
+    worker = Worker(JobStore(connect(settings), settings), Detector(), settings, separation=separation)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stop.set())
     worker.run()
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    """Download Demucs weights into the Hugging Face cache (Demucs' own loader: the hub first, its
+    legacy download into the torch hub cache second), then verify and load them as the service will."""
+    from models.separation import demucs_installed, find_weights, load_separator
+
+    if args.model != "demucs":
+        raise SystemExit(f"drumscribe: unknown model {args.model!r}; only demucs can be fetched")
+    if not demucs_installed():
+        raise SystemExit("drumscribe: torch and demucs are not installed: pip install '.[separation]' && "
+                         "pip install --no-deps demucs==4.1.0 (make install does both)")
+    from demucs.pretrained import get_model
+
+    print(f"fetching Demucs {args.name} ...", file=sys.stderr)
+    try:
+        get_model(args.name)
+    except Exception as error:  # offline, blocked, unknown name: say so plainly
+        raise SystemExit(f"drumscribe: could not fetch Demucs {args.name}: {type(error).__name__}: {error}\n"
+                         "This needs internet access to the Hugging Face hub (or Demucs' download site). Elsewhere, "
+                         "fetch there and copy the weights here, then point DRUMSCRIBE_DEMUCS_WEIGHTS at the file "
+                         "or folder.") from None
+    path = find_weights(args.name, configured="")
+    if path is None:
+        raise SystemExit(f"drumscribe: Demucs downloaded {args.name}, but not where DrumScribe looks "
+                         "(the Hugging Face or torch hub cache); set DRUMSCRIBE_DEMUCS_WEIGHTS")
+    separator = load_separator(path, args.name)
+    print(f"{args.name}: verified and loaded from {path} ({separator.device}); "
+          f"set DRUMSCRIBE_DEMUCS_MODEL={args.name} if it is not htdemucs")
     return 0
 
 
@@ -89,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="write the result; the suffix picks the format (.json, .mid); repeatable")
     transcribe.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
                             help="refuse longer inputs (default: %(default)s, env DRUMSCRIBE_MAX_SECONDS)")
+    transcribe.add_argument("--separate", choices=("auto", "on", "off"), default="auto",
+                            help="separate the drums with Demucs first: auto (full mixes, when weights are "
+                                 "present), on, off (default: %(default)s)")
     transcribe.set_defaults(run=_transcribe)
 
     serve = commands.add_parser("serve", help="serve the web app and API (embedded Redis unless REDIS_URL is set)")
@@ -105,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tolerance", type=float, default=0.05, help="seconds (default: %(default)s)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(run=_eval)
+
+    models = commands.add_parser("models", help="model weights that do not ship with DrumScribe")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_commands.add_parser("fetch", help="download and verify weights (needs internet)")
+    fetch.add_argument("model", choices=("demucs",), help="which model")
+    fetch.add_argument("--name", default="htdemucs", help="the Demucs model (default: %(default)s)")
+    fetch.set_defaults(run=_fetch)
     return parser
 
 
@@ -112,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (AudioError, ModelError, OSError, ValueError) as error:
+    except (AudioError, ModelError, OSError, ValueError, SeparationUnavailable, WeightsError) as error:
         print(f"drumscribe: {error}", file=sys.stderr)
         return 2
 

@@ -65,9 +65,22 @@ async def submit(request: Request) -> Response:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    if options.get("separate") == "on" and not _separation_possible(request):
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ApiError(422, "separation_unavailable",
+                       f"separate=on, but drum separation is unavailable: {request.app.state.separation.reason}; "
+                       "submit with separate=auto or off")
     await run_in_threadpool(store.create, source, options, job_id)
     return JSONResponse({"id": job_id, "status": "queued"}, status_code=202,
                         headers={"Location": f"/api/v1/jobs/{job_id}"})
+
+
+def _separation_possible(request: Request) -> bool:
+    """Whether a ``separate=on`` job can run. Without ``REDIS_URL`` every worker is in this process
+    and has this process's separation; with it, workers elsewhere may have weights this API lacks,
+    so the job is queued and such a worker fails it with a clear error if it has none."""
+    settings = request.app.state.settings
+    return request.app.state.separation.available or settings.redis_url is not None
 
 
 async def list_jobs(request: Request) -> Response:

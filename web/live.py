@@ -56,7 +56,9 @@ class SessionFinalizer:
         name = await run_in_threadpool(save_recording, session, folder)
         title = time.strftime("Live session %Y-%m-%d %H:%M", time.localtime(time.time() - session.seconds))
         source = {"kind": "upload", "file": name, "name": title, "session_id": session.id}
-        await run_in_threadpool(self.store.create, source, {"separate": "off", "title": title}, job_id)
+        # A separated session's score is made from its recording separated again, whole-file windows.
+        options = {"separate": "on" if session.separate else "off", "title": title}
+        await run_in_threadpool(self.store.create, source, options, job_id)
         await run_in_threadpool(self.store.link_session, session.id, job_id)
         job = await self._wait(job_id)
         message = {"job_id": job_id, "status": job["status"], "downloads": downloads(job_id)}

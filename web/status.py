@@ -9,15 +9,17 @@ from starlette.responses import JSONResponse, Response
 
 from batch.jobs import JobStore
 from models.detector import Detector
+from models.separation import Separation
 
 
-def _health(store: JobStore, detector: Detector) -> dict:
+def _health(store: JobStore, detector: Detector, separation: Separation) -> dict:
     try:
         store.redis.ping()
         redis_ok, workers = True, store.live_workers()
         waiting, running = store.queue_depth()
     except Exception as error:  # any Redis failure is exactly what health must report
-        return {"status": "unavailable", "redis": {"ok": False, "error": str(error)}}
+        return {"status": "unavailable", "redis": {"ok": False, "error": str(error)},
+                "separation": separation.status()}
     card = detector.card
     return {
         "status": "ok" if workers else "degraded",
@@ -26,11 +28,13 @@ def _health(store: JobStore, detector: Detector) -> dict:
         "queue": {"waiting": waiting, "running": running},
         "model": {"name": card.name, "version": card.version, "lookahead_ms": card.lookahead_ms,
                   "sample_rate": card.sample_rate},
+        "separation": separation.status(),
     }
 
 
 async def health(request: Request) -> Response:
-    report = await run_in_threadpool(_health, request.app.state.store, request.app.state.detector)
+    state = request.app.state
+    report = await run_in_threadpool(_health, state.store, state.detector, state.separation)
     return JSONResponse(report, status_code=200 if report["status"] != "unavailable" else 503)
 
 
