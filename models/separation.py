@@ -261,7 +261,9 @@ class Separator:
         self.name, self.weights_path, self.device = name, weights, device
         self.samplerate: int = members[0].samplerate
         self.audio_channels: int = members[0].audio_channels
-        self.half = (device.startswith("cuda") if half is None else half) and device.startswith("cuda")
+        if half is None:  # float16 autocast on CUDA unless DRUMSCRIBE_DEMUCS_HALF=0; never on CPU
+            half = os.environ.get("DRUMSCRIBE_DEMUCS_HALF", "1") not in ("0", "false", "no")
+        self.half = half and device.startswith("cuda")
         self._lock = threading.Lock()
         self._torch = torch
 
