@@ -1,7 +1,7 @@
 """Drum hits from audio: one streaming engine, used whole for files and in pieces for live input.
 
-``StreamingDetector`` keeps the tail of the audio, features and probabilities it needs,
-so every window it hands the network carries its left context. ``Detector.transcribe``
+``StreamingDetector`` keeps the tail of the audio the next feature frame needs and the
+network's state, so each frame is computed once and only once. ``Detector.transcribe``
 is the same engine fed a whole file at once, so a file streamed in chunks of any size
 gives exactly the hits of the offline call.
 """
@@ -11,10 +11,10 @@ import numpy as np
 
 from models.features import HOP, N_FFT, N_MELS, SAMPLE_RATE, log_mel
 from models.peaks import Hit, PeakPicker
-from models.runtime import HitModel
+from models.runtime import HitModel, Step, StepResult
 from models.vocab import FAMILY_OF
 
-MAX_WINDOW_FRAMES = 6000  # bounds memory for long files: about a minute per inference call
+MAX_STEP_FRAMES = 6000  # bounds memory for long files: about a minute per inference call
 
 
 def hit_order(hit: Hit) -> tuple[float, str]:
@@ -26,7 +26,9 @@ class StreamingDetector:
     """``push(samples) -> hits`` and ``flush() -> hits`` over mono audio at the model's rate.
 
     For batching across streams, ``feed`` and ``consume`` split ``push`` around the
-    network call: ``feed`` returns the window to run (or None), ``consume`` its result.
+    network call: ``feed`` returns the ``Step`` to run (or None), ``consume`` its result.
+    Each step continues from the state the previous one returned, so a stream has at
+    most one step in flight.
     """
 
     def __init__(self, model: HitModel) -> None:
@@ -34,16 +36,16 @@ class StreamingDetector:
         if card.sample_rate != SAMPLE_RATE or card.hop != HOP:
             raise ValueError("model card does not match the feature front end")
         self.model = model
-        self.lookback = card.receptive_field - 1  # frames of history each window carries
         self.lookahead = card.receptive_field - 1 - card.context_frames
         self.picker = PeakPicker(card.families, card.instruments, FAMILY_OF, card.thresholds, HOP / SAMPLE_RATE)
         self._audio = np.zeros(N_FFT - HOP, np.float32)  # history the next frame's window needs
-        # Frames before the first are silence: zero features, as the network was trained.
-        self._frames = np.zeros((card.context_frames, N_MELS), np.float32)
+        self._state = model.initial_state  # frames before the first are silence, as in training
+        self._early = self.lookahead  # the first outputs belong to frames before the stream
+        self._in_flight = False
         self.samples_seen = 0
 
-    def feed(self, samples: np.ndarray) -> np.ndarray | None:
-        """Add audio; return the network window covering every newly computable frame, if any."""
+    def feed(self, samples: np.ndarray) -> Step | None:
+        """Add audio; return the step computing every newly complete frame, if any."""
         samples = np.asarray(samples, np.float32).reshape(-1)
         self.samples_seen += len(samples)
         self._audio = np.concatenate([self._audio, samples])
@@ -52,39 +54,44 @@ class StreamingDetector:
             return None
         new = log_mel(self._audio, n_new)
         self._audio = self._audio[n_new * HOP:]
-        return self._window(new)
+        return self._step(new)
 
-    def _window(self, new_frames: np.ndarray) -> np.ndarray | None:
-        frames = np.concatenate([self._frames, new_frames])
-        self._frames = frames[-self.lookback:]
-        return frames if len(frames) >= self.lookback + 1 else None
+    def _step(self, frames: np.ndarray) -> Step:
+        if self._in_flight:
+            raise RuntimeError("the previous step's result has not been consumed")
+        self._in_flight = True
+        return Step(frames, self._state)
 
-    def consume(self, probabilities: np.ndarray) -> list[Hit]:
+    def consume(self, result: StepResult) -> list[Hit]:
+        self._in_flight = False
+        self._state = result.state
+        probabilities = result.probabilities
+        if self._early:
+            dropped = min(self._early, len(probabilities))
+            probabilities, self._early = probabilities[dropped:], self._early - dropped
         return self.picker.push(probabilities)
 
     def push(self, samples: np.ndarray) -> list[Hit]:
         hits: list[Hit] = []
         samples = np.asarray(samples, np.float32).reshape(-1)
-        step = MAX_WINDOW_FRAMES * HOP
+        step = MAX_STEP_FRAMES * HOP
         for start in range(0, max(len(samples), 1), step):
-            window = self.feed(samples[start:start + step])
-            if window is not None:
-                hits.extend(self.consume(self.model.run([window])[0]))
+            pending = self.feed(samples[start:start + step])
+            if pending is not None:
+                hits.extend(self.consume(self.model.run([pending])[0]))
         return hits
 
     def flush(self) -> list[Hit]:
         """End of input: the hits still held back for want of look-ahead."""
-        window = self.final_window()
-        return self.finish(None if window is None else self.model.run([window])[0])
+        return self.finish(self.model.run([self.final_step()])[0])
 
-    def final_window(self) -> np.ndarray | None:
-        """The last window: silence stands in for the look-ahead the last frames never got."""
-        return self._window(np.zeros((self.lookahead, N_MELS), np.float32))
+    def final_step(self) -> Step:
+        """The last step: silence stands in for the look-ahead the last frames never got."""
+        return self._step(np.zeros((self.lookahead, N_MELS), np.float32))
 
-    def finish(self, probabilities: np.ndarray | None) -> list[Hit]:
-        """Consume the last window's result (see ``final_window``) and release every hit left."""
-        hits = self.consume(probabilities) if probabilities is not None else []
-        return hits + self.picker.flush()
+    def finish(self, result: StepResult) -> list[Hit]:
+        """Consume the last step's result (see ``final_step``) and release every hit left."""
+        return self.consume(result) + self.picker.flush()
 
 
 class Detector:

@@ -79,3 +79,80 @@ def split_outputs(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     """(onset logits per family, instrument logits, velocity logits per family)."""
     n = len(FAMILIES)
     return out[..., :n], out[..., n: n + len(INSTRUMENTS)], out[..., n + len(INSTRUMENTS):]
+
+
+class StreamingHitNet(nn.Module):
+    """``HitNet`` a few frames at a time, carrying what its convolutions remember as a state.
+
+    Every time convolution keeps the last ``kernel - 1`` frames of its input (its history);
+    the frame-difference keeps the last log-mel frame. ``forward(mel, state)`` takes ``k`` new
+    frames and the flat state, and returns ``k`` outputs plus the next state: each new frame
+    is computed once, where a window of ``RECEPTIVE_FIELD`` frames would recompute 70.
+    Output ``j`` belongs to the frame ``CONV_LOOKAHEAD`` before new frame ``j``.
+    The arithmetic is ``HitNet``'s, so streaming equals the whole-file call.
+    """
+
+    def __init__(self, net: HitNet) -> None:
+        super().__init__()
+        self.net = net
+        self.shapes = state_shapes(net)
+        self.state_size = sum(_numel(shape) for shape in self.shapes)
+
+    def forward(self, mel: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = iter(self._unpack(state))
+        kept: list[torch.Tensor] = []
+
+        def with_history(x: torch.Tensor, frames: int, time_dim: int) -> torch.Tensor:
+            full = torch.cat([next(parts), x], dim=time_dim)
+            kept.append(full.narrow(time_dim, full.shape[time_dim] - frames, frames))
+            return full
+
+        mel = with_history(mel, 1, 1)
+        flux = torch.relu(mel[:, 1:] - mel[:, :-1])
+        x = torch.stack([mel[:, 1:], flux], dim=1)
+        for layer in self.net.front:
+            if isinstance(layer, ConvBlock) and _time_kernel(layer) > 1:
+                x = with_history(x, _time_kernel(layer) - 1, 2)
+            x = layer(x)
+        batch, channels, time, bins = x.shape
+        x = torch.relu(self.net.project(x.permute(0, 1, 3, 2).reshape(batch, channels * bins, time)))
+        for residual in self.net.temporal:
+            full = with_history(x, residual.pad, 2)
+            x = x + torch.relu(residual.norm(residual.conv(full)))
+        out = self.net.head(x).transpose(1, 2)
+        return out, torch.cat([part.reshape(batch, -1) for part in kept], dim=1)
+
+    def _unpack(self, state: torch.Tensor) -> list[torch.Tensor]:
+        parts, start = [], 0
+        for shape in self.shapes:
+            size = _numel(shape)
+            parts.append(state[:, start:start + size].reshape(-1, *shape))
+            start += size
+        return parts
+
+
+def state_shapes(net: HitNet) -> list[tuple[int, ...]]:
+    """Per-example shapes of the histories ``StreamingHitNet`` carries, in the order it uses them."""
+    shapes: list[tuple[int, ...]] = [(1, N_MELS)]
+    channels, bins = 2, N_MELS
+    for layer in net.front:
+        if isinstance(layer, ConvBlock):
+            if _time_kernel(layer) > 1:
+                shapes.append((channels, _time_kernel(layer) - 1, bins))
+            channels = layer[0].out_channels
+        elif isinstance(layer, nn.MaxPool2d):
+            bins //= layer.kernel_size[1]
+    width = net.project.out_channels
+    shapes += [(width, residual.pad) for residual in net.temporal]
+    return shapes
+
+
+def _time_kernel(block: ConvBlock) -> int:
+    return block[0].kernel_size[0]
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    size = 1
+    for dim in shape:
+        size *= dim
+    return size

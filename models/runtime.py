@@ -1,4 +1,4 @@
-"""The shipped network on onnxruntime: load, verify, run batches of feature windows."""
+"""The shipped network on onnxruntime: load, verify, step batches of streams forward."""
 from __future__ import annotations
 
 import hashlib
@@ -6,6 +6,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,11 @@ class ModelCard:
     instruments: tuple[str, ...]
     sample_rate: int
     hop: int
+    n_mels: int
     receptive_field: int
     context_frames: int
     lookahead_ms: int
+    state_size: int
     thresholds: dict[str, float]
 
     @classmethod
@@ -36,9 +39,9 @@ class ModelCard:
         return cls(
             name=data["name"], version=data.get("version", "dev"),
             families=tuple(data["classes"]["families"]), instruments=tuple(data["classes"]["instruments"]),
-            sample_rate=data["features"]["sample_rate"], hop=data["features"]["hop"],
+            sample_rate=data["features"]["sample_rate"], hop=data["features"]["hop"], n_mels=data["features"]["n_mels"],
             receptive_field=data["receptive_field"], context_frames=data["context_frames"],
-            lookahead_ms=data["lookahead_ms"], thresholds=dict(data["thresholds"]),
+            lookahead_ms=data["lookahead_ms"], state_size=data["state_size"], thresholds=dict(data["thresholds"]),
         )
 
 
@@ -51,11 +54,27 @@ def _providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+@dataclass(frozen=True)
+class Step:
+    """A stream's next log-mel frames and the network state they continue from."""
+    frames: np.ndarray  # (k, n_mels)
+    state: np.ndarray   # (state_size,)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The network's output for a ``Step``: row ``j`` belongs to the frame ``conv_lookahead``
+    frames before the step's frame ``j``; ``state`` continues the stream."""
+    probabilities: np.ndarray  # (k, outputs)
+    state: np.ndarray
+
+
 class HitModel:
     """One loaded network, shared by every stream of a process.
 
-    ``run`` takes windows of log-mel frames (each at least ``receptive_field`` long) and
-    returns per-frame probabilities for the frames whose full context is in the window.
+    The ONNX graph is the streaming form of the network (``models.network.StreamingHitNet``):
+    new frames and a state in, their probabilities and the next state out, so a live
+    stream computes each frame once and a whole file is the same call with more frames.
     """
 
     def __init__(self, weights_dir: Path | str | None = None, device: str = "auto", threads: int | None = None) -> None:
@@ -70,28 +89,35 @@ class HitModel:
             raise ModelError(f"{onnx_path} does not match the checksum in its model card")
         self.card = ModelCard.from_json(data)
         options = ort.SessionOptions()
+        # idle pool threads sleep instead of spinning: a live server calls the network a
+        # hundred times a second with small batches, and spinning would starve the event loop
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(onnx_path), options, providers=_providers(device))
         self.inference_seconds = 0.0  # totals a server's /metrics reports
         self.inference_calls = 0
+        self.initial_state = self._silence_state()
 
-    def run(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """Probabilities for each window, all in one inference call.
+    def _silence_state(self) -> np.ndarray:
+        """The state after a receptive field of silence (zero features): where every stream starts,
+        as the network saw the start of every training example."""
+        zeros = np.zeros((self.card.receptive_field, self.card.n_mels), np.float32)
+        return self.run([Step(zeros, np.zeros(self.card.state_size, np.float32))])[0].state
 
-        Shorter windows are padded on the left to the longest: the network's time
-        convolutions are unpadded, so each output depends only on its own receptive field
-        and the outputs of the real frames are unchanged; the padded ones are dropped.
-        """
-        if not windows:
-            return []
-        longest = max(len(w) for w in windows)
-        batch = np.zeros((len(windows), longest, windows[0].shape[1]), np.float32)
-        for row, window in enumerate(windows):
-            batch[row, longest - len(window):] = window
-        started = time.perf_counter()
-        out = self.session.run(None, {"mel": batch})[0]
-        self.inference_seconds += time.perf_counter() - started
-        self.inference_calls += 1
-        return [out[row, longest - len(window):] for row, window in enumerate(windows)]
+    def run(self, steps: list[Step]) -> list[StepResult]:
+        """Step every stream forward, one inference call per distinct number of new frames."""
+        results: dict[int, StepResult] = {}
+        order = sorted(range(len(steps)), key=lambda i: len(steps[i].frames))
+        for _, group in groupby(order, key=lambda i: len(steps[i].frames)):
+            rows = list(group)
+            mel = np.stack([steps[i].frames for i in rows]).astype(np.float32, copy=False)
+            state = np.stack([steps[i].state for i in rows])
+            started = time.perf_counter()
+            probabilities, states = self.session.run(None, {"mel": mel, "state": state})
+            self.inference_seconds += time.perf_counter() - started
+            self.inference_calls += 1
+            for row, i in enumerate(rows):
+                results[i] = StepResult(probabilities[row], states[row])
+        return [results[i] for i in range(len(steps))]

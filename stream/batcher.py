@@ -1,34 +1,32 @@
-"""One network for every live session: windows that are ready together run as one batch.
+"""One network for every live session: steps that are ready together run as one batch.
 
-Sessions ``await batcher.run(window)``; the first request of a batch waits at most
+Sessions ``await batcher.run(step)``; the first request of a batch waits at most
 ``max_wait`` for others to join, then the whole batch runs on a single inference thread,
 so the event loop never blocks on the network and a burst of sessions costs one call.
-While a batch runs, new windows gather and go as the next batch the moment it ends.
+While a batch runs, new steps gather and go as the next batch the moment it ends.
 """
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
-from models.runtime import HitModel
+from models.runtime import HitModel, Step, StepResult
 
 
 class InferenceBatcher:
     def __init__(self, model: HitModel, max_wait: float = 0.002, max_batch: int = 64) -> None:
         self.model, self.max_wait, self.max_batch = model, max_wait, max_batch
-        self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._pending: list[tuple[Step, asyncio.Future]] = []
         self._flusher: asyncio.TimerHandle | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._busy = False
         self.batches = 0
-        self.windows = 0
+        self.steps = 0
 
-    async def run(self, window: np.ndarray) -> np.ndarray:
+    async def run(self, step: Step) -> StepResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        self._pending.append((window, future))
+        self._pending.append((step, future))
         if len(self._pending) >= self.max_batch:
             self._launch()
         elif self._flusher is None and not self._busy:
@@ -45,17 +43,17 @@ class InferenceBatcher:
         self._busy = True
         asyncio.get_running_loop().create_task(self._execute(batch))
 
-    async def _execute(self, batch: list[tuple[np.ndarray, asyncio.Future]]) -> None:
-        windows = [window for window, _ in batch]
+    async def _execute(self, batch: list[tuple[Step, asyncio.Future]]) -> None:
+        steps = [step for step, _ in batch]
         try:
-            results = await asyncio.get_running_loop().run_in_executor(self._executor, self.model.run, windows)
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self.model.run, steps)
         except Exception as error:  # surfaces in every waiting session instead of vanishing
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
         else:
             self.batches += 1
-            self.windows += len(windows)
+            self.steps += len(steps)
             for (_, future), result in zip(batch, results):
                 if not future.done():
                     future.set_result(result)

@@ -19,7 +19,10 @@ log = logging.getLogger("drumscribe.live")
 
 Emit = Callable[[dict], None]
 Finalizer = Callable[[LiveSession], Awaitable[dict]]
-NotationRenderer = Callable[[list[Hit], float], tuple[str, int] | None]  # (svg, last bar) or None
+NotationRenderer = Callable[[list[Hit], float], Awaitable[tuple[str, int] | None]]  # (svg, last bar) or None
+
+
+NOTATION_GRACE_SECONDS = 2.0  # how long the end of a session waits for a notation update under way
 
 
 class SessionTooLong(Exception):
@@ -38,9 +41,9 @@ class LiveRunner:
 
     async def audio(self, data: bytes) -> None:
         """One frame of PCM; sends the hits it makes certain. ``SessionTooLong`` past the limit."""
-        window = self.session.accept(data)
-        if window is not None:
-            self._send_hits(self.session.take(await self.batcher.run(window)))
+        step = self.session.accept(data)
+        if step is not None:
+            self._send_hits(self.session.take(await self.batcher.run(step)))
         bpm = self.session.tempo_change()
         if bpm is not None:
             self.emit({"type": "tempo", "bpm": bpm})
@@ -64,7 +67,7 @@ class LiveRunner:
     async def _render_notation(self) -> None:
         hits, seconds = list(self.session.hits), self.session.seconds
         try:
-            rendered = await asyncio.to_thread(self.notation, hits, seconds)
+            rendered = await self.notation(hits, seconds)
         except Exception:
             log.exception("notation rendering failed for session %s", self.session.id)
             return
@@ -77,8 +80,7 @@ class LiveRunner:
         tail = self.session.end()
         if tail is not None:
             self._send_hits(self.session.take(await self.batcher.run(tail)))
-        last = self.session.final_window()
-        self._send_hits(self.session.finish(None if last is None else await self.batcher.run(last)))
+        self._send_hits(self.session.finish(await self.batcher.run(self.session.final_step())))
 
     def finalize(self) -> asyncio.Task:
         """Start (once) saving and scoring the recording; the task's result is the ``final`` message."""
@@ -87,7 +89,8 @@ class LiveRunner:
         return self._final
 
     async def _finalize(self) -> dict:
-        if self._notation_task is not None:
+        if self._notation_task is not None:  # let an update under way land before ``final``
+            await asyncio.wait([self._notation_task], timeout=NOTATION_GRACE_SECONDS)
             self._notation_task.cancel()
         await self.drain()
         links = await self.finalizer(self.session)

@@ -17,6 +17,7 @@ import soxr
 
 from models.detector import Detector, hit_order
 from models.peaks import Hit
+from models.runtime import Step, StepResult
 from models.tempo import estimate_bpm
 from stream.pcm import PcmDecoder, PcmFormat
 
@@ -70,8 +71,8 @@ class LiveSession:
     def seconds(self) -> float:
         return self.samples_in / self.fmt.sample_rate
 
-    def accept(self, data: bytes) -> np.ndarray | None:
-        """Take a PCM frame; return the network window it completes, if any."""
+    def accept(self, data: bytes) -> Step | None:
+        """Take a PCM frame; return the network step for the frames it completes, if any."""
         samples, pcm = self.decoder.decode(data)
         self.samples_in += len(samples)
         self._recording += pcm
@@ -79,24 +80,24 @@ class LiveSession:
             samples = self._resampler.resample_chunk(samples, last=False)
         return self.stream.feed(samples)
 
-    def take(self, probabilities: np.ndarray) -> list[Hit]:
-        """The hits the window's probabilities make certain."""
-        hits = self.stream.consume(probabilities)
+    def take(self, result: StepResult) -> list[Hit]:
+        """The hits the step's probabilities make certain."""
+        hits = self.stream.consume(result)
         self.hits += hits
         return hits
 
-    def end(self) -> np.ndarray | None:
-        """No more audio: the window for the resampler's tail, if any (pass it to ``take``)."""
+    def end(self) -> Step | None:
+        """No more audio: the step for the resampler's tail, if any (pass it to ``take``)."""
         if self._resampler is None:
             return None
         return self.stream.feed(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
 
-    def final_window(self) -> np.ndarray | None:
-        return self.stream.final_window()
+    def final_step(self) -> Step:
+        return self.stream.final_step()
 
-    def finish(self, probabilities: np.ndarray | None) -> list[Hit]:
+    def finish(self, result: StepResult) -> list[Hit]:
         """The hits that waited for look-ahead the recording never got."""
-        hits = self.stream.finish(probabilities)
+        hits = self.stream.finish(result)
         self.hits += hits
         return hits
 

@@ -1,4 +1,4 @@
-"""Export a trained HitNet checkpoint to ONNX plus its model card (``hitnet.json``)."""
+"""Export a trained HitNet checkpoint to ONNX, in its streaming form, plus its model card (``hitnet.json``)."""
 from __future__ import annotations
 
 import argparse
@@ -10,21 +10,23 @@ from pathlib import Path
 import torch
 
 from models.features import F_MAX, F_MIN, HOP, N_FFT, N_MELS, SAMPLE_RATE
-from models.network import CONTEXT_FRAMES, CONV_LOOKAHEAD, RECEPTIVE_FIELD, HitNet
+from models.network import CONTEXT_FRAMES, CONV_LOOKAHEAD, RECEPTIVE_FIELD, HitNet, StreamingHitNet
 from models.vocab import FAMILIES, INSTRUMENTS
 
 DEFAULT_THRESHOLDS = {family: 0.5 for family in FAMILIES}
 
 
 class _Probabilities(torch.nn.Module):
-    """What the ONNX file computes: sigmoid of every output (onsets, instruments, velocities)."""
+    """What the ONNX file computes: one streaming step, with the sigmoid of every output
+    (onsets, instruments, velocities)."""
 
     def __init__(self, net: HitNet) -> None:
         super().__init__()
-        self.net = net
+        self.step = StreamingHitNet(net)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(mel))
+    def forward(self, mel: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, next_state = self.step(mel, state)
+        return torch.sigmoid(out), next_state
 
 
 def sha256(path: Path) -> str:
@@ -35,12 +37,14 @@ def export(net: HitNet, out_dir: Path, card_extra: dict) -> Path:
     """Write ``hitnet.onnx`` and ``hitnet.json``; the card's checksum is what the loader verifies."""
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / "hitnet.onnx"
-    example = torch.zeros(1, RECEPTIVE_FIELD + 100, N_MELS)
+    model = _Probabilities(net).eval()
+    example = (torch.zeros(2, 5, N_MELS), torch.zeros(2, model.step.state_size))
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but handles this net exactly
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _Probabilities(net).eval(), (example,), str(onnx_path), input_names=["mel"], output_names=["probabilities"],
-            dynamic_axes={"mel": {0: "batch", 1: "frames"}, "probabilities": {0: "batch", 1: "out_frames"}},
+            model, example, str(onnx_path), input_names=["mel", "state"], output_names=["probabilities", "next_state"],
+            dynamic_axes={"mel": {0: "batch", 1: "frames"}, "state": {0: "batch"},
+                          "probabilities": {0: "batch", 1: "frames"}, "next_state": {0: "batch"}},
             opset_version=17, dynamo=False,
         )
     hop_ms = 1000 * HOP / SAMPLE_RATE
@@ -51,6 +55,7 @@ def export(net: HitNet, out_dir: Path, card_extra: dict) -> Path:
         "receptive_field": RECEPTIVE_FIELD,
         "context_frames": CONTEXT_FRAMES,
         "conv_lookahead_frames": CONV_LOOKAHEAD,
+        "state_size": model.step.state_size,
         # a hit's hop must complete, then CONV_LOOKAHEAD frames, then one more for the peak picker
         "lookahead_ms": round(hop_ms * (CONV_LOOKAHEAD + 2)),
         "thresholds": DEFAULT_THRESHOLDS,

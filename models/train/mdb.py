@@ -20,7 +20,8 @@ from models.audio import load_audio
 from models.detector import Detector
 from models.evaluate import FAMILIES, evaluate_many, format_table, load_onsets
 from models.peaks import PeakPicker
-from models.runtime import HitModel
+from models.features import features
+from models.runtime import HitModel, Step
 from models.vocab import FAMILY_OF
 
 TRACKS = ("Beatles", "Britpop", "Country1", "Punk", "Reggae", "Rockabilly", "Shadows")
@@ -30,15 +31,11 @@ CANDIDATES = [round(float(t), 2) for t in np.arange(0.15, 0.99, 0.05)]
 
 def activations(detector: Detector, path: Path) -> np.ndarray:
     """The network's per-frame probabilities for a whole file (what ``transcribe`` picks peaks from)."""
-    stream = detector.stream()
-    parts = []
-    window = stream.feed(load_audio(path, detector.card.sample_rate))
-    if window is not None:
-        parts.append(detector.model.run([window])[0])
-    last = stream.final_window()
-    if last is not None:
-        parts.append(detector.model.run([last])[0])
-    return np.concatenate(parts)
+    card, model = detector.card, detector.model
+    lookahead = card.receptive_field - 1 - card.context_frames
+    frames = features(load_audio(path, card.sample_rate))
+    frames = np.concatenate([frames, np.zeros((lookahead, card.n_mels), np.float32)])  # silence after the end
+    return model.run([Step(frames, model.initial_state)])[0].probabilities[lookahead:]
 
 
 def onsets(detector: Detector, probabilities: np.ndarray, thresholds: dict[str, float]) -> dict[str, list[float]]:
