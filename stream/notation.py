@@ -1,0 +1,44 @@
+"""Live notation off the hit path: a pre-started, low-priority process renders the bars.
+
+Rendering a few bars (music21 + verovio) takes about 40 ms of pure Python and holds the
+GIL all along; in the gateway's process it would hold back every session's hits. In a
+process of its own, at a lower CPU priority, it only uses what the hit path leaves.
+Started with the app, not at the first session, so the first update is not late by the
+seconds it takes to import the renderer.
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
+from models.peaks import Hit
+
+Rendered = tuple[str, int] | None  # (svg, number of the last bar shown), or None before the first bar
+Render = Callable[[list[Hit], float], Rendered]
+
+
+def _lower_priority(niceness: int) -> None:
+    os.nice(niceness)
+
+
+class NotationProcess:
+    """``await notation(hits, seconds)`` renders in the background process; one at a time."""
+
+    def __init__(self, render: Render, niceness: int = 10) -> None:
+        self._render = render
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_lower_priority, initargs=(niceness,))
+        self._warm = self._pool.submit(render, [], 0.0)  # start the process and import the renderer now
+
+    async def __call__(self, hits: list[Hit], seconds: float) -> Rendered:
+        return await asyncio.wrap_future(self._pool.submit(self._render, hits, seconds))
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the process has started and imported the renderer (tests, benchmarks)."""
+        self._warm.result(timeout)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
