@@ -3,7 +3,8 @@
 The server is a real ``drumscribe serve`` process. Each client sends ``--frame-ms`` frames
 of 16-bit PCM on a fixed real-time schedule and notes when it sent each sample; a hit's
 latency is its arrival time minus the send time of the frame holding the hit's sample.
-Per N it reports latency percentiles over all hits, the server's CPU use, frames the
+Per N it reports latency percentiles over all hits, the CPU use of the server (with its
+notation process and embedded Redis) and of this load generator, frames the
 client could not send on time (late audio), and sessions whose hits fell behind.
 Usage: ``python bench/live.py [--clients 1,8,32,64] [--seconds 20] [--audio FILE]``;
 by default the first MDB drums recording in ../shared/data/mdb-dev, else a synthetic beat.
@@ -49,7 +50,7 @@ def recording(path: str | None, seconds: float) -> np.ndarray:
 async def client(url: str, pcm: np.ndarray, frame: int, start_at: float) -> dict:
     latencies, late_frames = [], 0
     sent_at = np.zeros(len(pcm) // frame + 1)
-    async with websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(url, max_size=None, compression=None) as ws:
         await ws.send(json.dumps({"type": "start", "sample_rate": RATE, "channels": 1, "encoding": "s16le"}))
         ready = json.loads(await ws.recv())
         assert ready["type"] == "ready", ready
@@ -89,6 +90,23 @@ async def run_clients(url: str, n: int, pcm: np.ndarray, frame: int) -> list[dic
     return await asyncio.gather(*(client(url, pcm, frame, start_at + o) for o in offsets))
 
 
+def server_processes(pid: int) -> list[psutil.Process]:
+    """The server and what it started (its notation process, the embedded Redis), once all are up."""
+    time.sleep(2)
+    server = psutil.Process(pid)
+    return [server, *server.children(recursive=True)]
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            total += sum(process.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,10 +130,14 @@ def measure(n: int, pcm: np.ndarray, frame: int, notation: str) -> dict:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-            process = psutil.Process(server.pid)
-            cpu_before, wall_before = sum(process.cpu_times()[:2]), time.perf_counter()
+            processes = server_processes(server.pid)
+            generator = psutil.Process()
+            server_before, client_before = cpu_seconds(processes), cpu_seconds([generator])
+            wall_before = time.perf_counter()
             results = asyncio.run(run_clients(f"ws://127.0.0.1:{port}/api/v1/stream", n, pcm, frame))
-            cpu = (sum(process.cpu_times()[:2]) - cpu_before) / (time.perf_counter() - wall_before)
+            wall = time.perf_counter() - wall_before
+            cpu = (cpu_seconds(processes) - server_before) / wall
+            client_cpu = (cpu_seconds([generator]) - client_before) / wall
         finally:
             server.terminate()  # a clean shutdown also stops the server's embedded Redis
             try:
@@ -128,7 +150,7 @@ def measure(n: int, pcm: np.ndarray, frame: int, notation: str) -> dict:
     return {
         "n": n, "hits": len(latencies),
         "p50": float(np.percentile(latencies, 50)), "p95": float(np.percentile(latencies, 95)),
-        "p99": float(np.percentile(latencies, 99)), "cpu": cpu * 100,
+        "p99": float(np.percentile(latencies, 99)), "cpu": cpu * 100, "client_cpu": client_cpu * 100,
         "late_frames": sum(r["late_frames"] for r in results), "frames": sum(r["frames"] for r in results),
         "behind": behind,
     }
@@ -138,7 +160,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", default="1,8,32,64")
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--frame-ms", type=float, default=10.0)
+    # 20 ms: what the browser client's AudioWorklet sends, and one Opus packet over WebRTC
+    parser.add_argument("--frame-ms", type=float, default=20.0)
     parser.add_argument("--notation-seconds", default="4", help="server's notation interval (0: off)")
     parser.add_argument("--audio", default=None)
     args = parser.parse_args()
@@ -146,11 +169,12 @@ def main() -> None:
     frame = int(RATE * args.frame_ms / 1000)
     print(f"{args.seconds:g} s of 48 kHz s16le per client in {args.frame_ms:g} ms frames, "
           f"notation every {args.notation_seconds} s; latency = hit arrival - send time of its sample")
-    print("| clients | hits | p50 ms | p95 ms | p99 ms | server CPU % | late frames | sessions behind |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| clients | hits | p50 ms | p95 ms | p99 ms | server CPU % | load generator CPU % | late frames "
+          "| sessions behind |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in [int(x) for x in args.clients.split(",")]:
         r = measure(n, pcm, frame, args.notation_seconds)
-        print(f"| {n} | {r['hits']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['cpu']:.0f} "
+        print(f"| {n} | {r['hits']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['cpu']:.0f} | {r['client_cpu']:.0f} "
               f"| {r['late_frames']}/{r['frames']} | {r['behind']}/{n} |", flush=True)
 
 
