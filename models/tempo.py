@@ -8,6 +8,7 @@ from models.peaks import Hit
 FRAME_RATE = 100.0
 MIN_BPM, MAX_BPM = 60.0, 200.0
 PREFERRED_BPM = 110.0  # resolves octave ambiguity: a log-normal prior around a common tempo
+PRIOR_OCTAVES = 1.0  # its width
 
 
 def estimate_bpm(hits: list[Hit], default: float = 120.0) -> float:
@@ -26,7 +27,7 @@ def estimate_bpm(hits: list[Hit], default: float = 120.0) -> float:
     if len(lags) == 0:
         return default
     bpms = 60.0 * FRAME_RATE / lags
-    prior = np.exp(-0.5 * (np.log2(bpms / PREFERRED_BPM) / 0.6) ** 2)
+    prior = np.exp(-0.5 * (np.log2(bpms / PREFERRED_BPM) / PRIOR_OCTAVES) ** 2)
     best = lags[int(np.argmax(autocorr[lags] * prior))]
     # refine the integer lag with a parabola through its neighbours
     if 0 < best < n - 1:

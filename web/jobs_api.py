@@ -92,7 +92,8 @@ async def show(request: Request) -> Response:
 
 
 async def events(request: Request) -> Response:
-    """Server-sent events: the job's state each time it changes, until the job ends."""
+    """Server-sent events: the job's state, polled every ``EVENT_POLL_SECONDS``, each time it
+    changed, until the job ends (a stage shorter than the poll may pass unseen)."""
     first = await _job(request)
     store, job_id = _store(request), first["id"]
 

@@ -29,6 +29,9 @@ MAX_DRIFT = 0.2  # the tracked pulse period stays within ±20 % of the starting 
 BINS = 12  # positions per pulse for the metre features: sixteenths and triplets both fall on them
 METRE_MARGIN = 0.12  # how much better another bar length must repeat than 4/4 to win
 MIN_PAIRS = 12  # pulse pairs needed before the metre is judged at all
+FAST_BPM = 160.0  # a tracked pulse faster than this is an eighth note
+TRIPLET_DOMINANCE = 2.0  # triplet positions must outweigh sixteenth ones this much for a ternary feel
+MIDDLE_TRIPLET = 0.8  # and the middle triplet must be this strong against the last for a compound metre
 
 
 @dataclass(frozen=True)
@@ -168,16 +171,18 @@ def _halve_if_double(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
 
     That is when snares (the backbeat) come four pulses apart and nothing finer than the
     half pulse is played: a backbeat on 2 and 4 at half the tempo, sixteenths at most.
-    Half-time grooves (snare on 3 only) are written at the slower tempo too.
+    Half-time grooves (snare on 3 only) are written at the slower tempo too. A pulse faster
+    than ``FAST_BPM`` is taken for an eighth note whatever the snares say.
     """
     snares = _on_pulses([hit for hit in hits if hit.instrument == "snare"], pulses)
     struck = np.flatnonzero(snares)
-    if len(struck) < 4 or np.mean(np.diff(struck) == 4) < 0.5:
-        return pulses
-    slots = np.round(_position([hit.t for hit in hits], pulses) * BINS).astype(int) % BINS
-    if np.mean((slots == BINS // 4) | (slots == 3 * BINS // 4)) > 0.1:  # these would be 32nds
-        return pulses
-    parity = int(np.bincount(struck % 2, minlength=2).argmax())  # the backbeat stays on a pulse
+    if 60.0 / np.median(np.diff(pulses)) <= FAST_BPM:
+        if len(struck) < 4 or np.mean(np.diff(struck) == 4) < 0.5:
+            return pulses
+        slots = np.round(_position([hit.t for hit in hits], pulses) * BINS).astype(int) % BINS
+        if np.mean((slots == BINS // 4) | (slots == 3 * BINS // 4)) > 0.1:  # these would be 32nds
+            return pulses
+    parity = int(np.bincount(struck % 2, minlength=2).argmax()) if len(struck) else 0  # the backbeat stays on a pulse
     return pulses[parity::2]
 
 
@@ -215,8 +220,8 @@ def _metre(features: np.ndarray) -> tuple[int, Fraction, int, int, int]:
     """
     off = features.sum(axis=(0, 1))
     triplets, sixteenths = off[4] + off[8], off[3] + off[6] + off[9]
-    ternary = triplets > 2 * sixteenths and triplets > 0
-    full_triplets = ternary and off[4] >= 0.5 * off[8]
+    ternary = triplets > TRIPLET_DOMINANCE * sixteenths and triplets > 0
+    full_triplets = ternary and off[4] >= MIDDLE_TRIPLET * off[8]
     s = {lag: _similarity(features, lag) for lag in (2, 3, 4, 6, 8)}
     if any(np.isnan(s[lag]) for lag in (2, 3, 4)):
         return 4, Fraction(1), 4, 4, 3 if ternary else 4
