@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ import numpy as np
 if TYPE_CHECKING:  # torch is optional: only imported once weights are found
     import torch
 
-    from models.separation_windows import StreamingSeparator
+    from models.separation_windows import StreamingSeparator, Window
 
 log = logging.getLogger("drumscribe.separation")
 
@@ -243,7 +243,8 @@ class Separator:
 
     Only the bag's members that contribute to the drums are kept (``htdemucs_ft`` has one of
     four). Calls are serialized by a lock: live sessions and batch workers share one model, and
-    concurrent forward passes would only fight over the same cores or GPU.
+    concurrent forward passes would only fight over the same cores or GPU; live windows of many
+    sessions go as one batch (``drums_batch``, fed by ``stream.separation_batcher``).
     """
 
     def __init__(self, model: Any, name: str, weights: Path | None = None, device: str = "cpu",
@@ -281,43 +282,58 @@ class Separator:
         """What ``apply_model`` uses for whole files: the model's segment."""
         return min(self.max_window_seconds, float(self.members[0][0].segment))
 
-    def valid_length(self, length: int, window_seconds: float) -> int:
-        """The padded length Demucs runs a ``length``-sample chunk at (as ``apply_model`` does)."""
+    @staticmethod
+    def _member_length(model: Any, length: int, window_seconds: float) -> int:
+        """The padded length one model runs a ``length``-sample chunk at (as ``apply_model`` does)."""
         from demucs.htdemucs import HTDemucs
 
-        lengths = []
-        for model, _ in self.members:
-            if isinstance(model, HTDemucs):
-                lengths.append(int(window_seconds * model.samplerate))
-            elif hasattr(model, "valid_length"):
-                lengths.append(model.valid_length(length))
-            else:
-                lengths.append(length)
-        return max(lengths)
+        if isinstance(model, HTDemucs):
+            return int(window_seconds * model.samplerate)
+        if hasattr(model, "valid_length"):
+            return model.valid_length(length)
+        return length
 
-    def drums(self, mix: "torch.Tensor", offset: int, length: int, window_seconds: float) -> "torch.Tensor":
-        """Drums (channels, length) of ``mix[:, offset:offset + length]``, padded with ``mix``'s own
-        neighbouring samples (zeros past its ends) exactly as ``demucs.apply.apply_model`` does."""
-        from demucs.apply import TensorChunk, apply_model
+    def valid_length(self, length: int, window_seconds: float) -> int:
+        """The padded length a window is cut at: the longest any member needs."""
+        return max(self._member_length(model, length, window_seconds) for model, _ in self.members)
+
+    def drums_batch(self, windows: Sequence["Window"]) -> list["torch.Tensor"]:
+        """Drums (channels, length) of each window, on the CPU.
+
+        Windows of the same length and padding are stacked into one forward pass per member (one
+        GPU launch for many live sessions); each is computed as ``apply_model(split=False)``
+        computes it alone (a member's padding is the centre of the window's), so a batch equals
+        its windows run one by one to float rounding, and a batch of one is ``apply_model``'s.
+        """
+        from demucs.utils import center_trim
 
         torch = self._torch
-        chunk = TensorChunk(mix[None], offset, length)
-        total, weight_sum = None, 0.0
+        groups: dict[tuple[int, int, float], list[int]] = {}
+        for i, window in enumerate(windows):
+            groups.setdefault((window.input.shape[-1], window.length, window.window_seconds), []).append(i)
+        results: list[torch.Tensor] = [torch.empty(0)] * len(windows)
         with self._lock, torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=self.half):
-            for model, weight in self.members:
-                out = apply_model(model, chunk, shifts=0, split=False, segment=window_seconds,
-                                  device=self.device)[0, self.drums_index].float()
-                if len(self.members) > 1:
-                    out = out * weight
-                total = out if total is None else total + out
-                weight_sum += weight
-        assert total is not None
-        return total if len(self.members) == 1 else total / weight_sum
+            for (padded, length, window_seconds), indices in groups.items():
+                mix = torch.stack([windows[i].input for i in indices]).to(self.device)
+                total, weight_sum = None, 0.0
+                for model, weight in self.members:
+                    needed = self._member_length(model, length, window_seconds)
+                    start = (padded - length) // 2 - (needed - length) // 2
+                    out = center_trim(model(mix[..., start:start + needed]), length)[:, self.drums_index].float()
+                    if len(self.members) > 1:
+                        out = out * weight
+                    total = out if total is None else total + out
+                    weight_sum += weight
+                assert total is not None
+                drums = (total if len(self.members) == 1 else total / weight_sum).cpu()
+                for i, one in zip(indices, drums):
+                    results[i] = one
+        return results
 
     def stream(self, window_seconds: float | None = None, overlap: float = BATCH_OVERLAP,
                transition_power: float = 1.0) -> "StreamingSeparator":
         """A ``StreamingSeparator`` (default window: the model's longest, as ``apply_model`` uses)."""
-        from models.separation_windows import StreamingSeparator
+        from models.separation_windows import StreamingSeparator, Window
 
         return StreamingSeparator(self, window_seconds or self.default_window_seconds, overlap, transition_power)
 

@@ -14,6 +14,8 @@ class LiveSettings:
     notation_every: float = 4.0              # seconds of audio between notation updates; 0: never
     outbox_limit: int = 1000                 # unsent messages before a non-reading client is dropped
     batch_wait: float = 0.002                # how long a window waits for others to share its batch
+    separation_wait: float = 0.005           # the same for a Demucs window of a separated session
+    separation_batch: int = 16               # the most Demucs windows in one model call
     finalize_timeout: float = 120.0          # how long `stop` waits for the finished score
 
     @classmethod
@@ -24,4 +26,5 @@ class LiveSettings:
             max_session_seconds=float(env("DRUMSCRIBE_LIVE_MAX_SECONDS", str(20 * 60))),
             idle_timeout=float(env("DRUMSCRIBE_LIVE_IDLE_SECONDS", "30")),
             notation_every=float(env("DRUMSCRIBE_LIVE_NOTATION_SECONDS", "4")),
+            separation_batch=int(env("DRUMSCRIBE_LIVE_SEPARATION_BATCH", "16")),
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -24,6 +25,9 @@ from models.separation import Separator
 from stream.runner import Finalizer, LiveRunner, NotationRenderer, SessionTooLong
 from stream.separated import SeparatedRunner, SeparatedSession
 from stream.session import LiveSession
+
+if TYPE_CHECKING:
+    from stream.separation_batcher import SeparationBatcher
 
 log = logging.getLogger("drumscribe.live")
 
@@ -37,16 +41,20 @@ class ProtocolError(Exception):
 
 
 class Gateway:
-    """Shared by all live sessions of a process: one batcher, one registry, the limits."""
+    """Shared by all live sessions of a process: the batchers (network, separation), one registry, the limits."""
 
     def __init__(self, detector: Detector, settings: LiveSettings, finalizer: Finalizer,
                  notation: NotationRenderer | None = None, separation_available: bool = False,
                  separator: Separator | None = None) -> None:
         self.detector, self.settings = detector, settings
         self.finalizer, self.notation = finalizer, notation
-        self.separator = separator  # sessions that start with "separate": true use it, when there is one
         self.separation_available = separation_available or separator is not None
         self.batcher = InferenceBatcher(detector.model, max_wait=settings.batch_wait)
+        self.separation: SeparationBatcher | None = None
+        if separator is not None:  # sessions that start with "separate": true use it; torch only then
+            from stream.separation_batcher import SeparationBatcher
+
+            self.separation = SeparationBatcher(separator, settings.separation_wait, settings.separation_batch)
         self.sessions: dict[str, LiveRunner] = {}
         self._finalizing: set[asyncio.Task] = set()
 
@@ -66,9 +74,10 @@ class Gateway:
         separate = start.get("separate", False)
         if not isinstance(separate, bool):
             raise ProtocolError("invalid_format", "separate must be true or false", WRONG_DATA)
-        if separate and self.separator is not None:  # without one, ready says "separate": false
-            session = SeparatedSession(self.detector, fmt, self.separator)
-            runner = SeparatedRunner(session, self.batcher, self.settings, emit, self.finalizer, self.notation)
+        if separate and self.separation is not None:  # without a separator, ready says "separate": false
+            session = SeparatedSession(self.detector, fmt, self.separation.separator)
+            runner = SeparatedRunner(session, self.batcher, self.separation, self.settings, emit, self.finalizer,
+                                     self.notation)
         else:
             session = LiveSession(self.detector, fmt)
             runner = LiveRunner(session, self.batcher, self.settings, emit, self.finalizer, self.notation)
@@ -94,6 +103,8 @@ class Gateway:
         if self._finalizing:
             await asyncio.wait(self._finalizing, timeout=self.settings.finalize_timeout)
         self.batcher.close()
+        if self.separation is not None:
+            self.separation.close()
 
     async def serve(self, websocket: WebSocket) -> None:
         """One WebSocket connection, from ``start`` to close."""

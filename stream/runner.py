@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from models.peaks import Hit
+from models.runtime import Step
 from stream.batcher import InferenceBatcher
 from stream.config import LiveSettings
 from stream.session import LiveSession
@@ -41,7 +42,10 @@ class LiveRunner:
 
     async def audio(self, data: bytes) -> None:
         """One frame of PCM; sends the hits it makes certain. ``SessionTooLong`` past the limit."""
-        step = self.session.accept(data)
+        await self.advance(self.session.accept(data))
+
+    async def advance(self, step: Step | None) -> None:
+        """Run the network step a frame made (if any), send its hits, tempo and notation."""
         if step is not None:
             self._send_hits(self.session.take(await self.batcher.run(step)))
         bpm = self.session.tempo_change()

@@ -6,28 +6,44 @@ cross-faded windows (``StreamingSeparator``: the same drums as the whole recordi
 get with the same windows), and resamples the drums to the detector's rate. Its look-ahead
 grows by one window plus both resamplers' delays, and ``ready`` says so.
 
-Separating a window takes long (tens of ms on a GPU, seconds on a CPU), so
-``SeparatedRunner`` runs that part of each frame on a worker thread: the event loop keeps
-serving the other sessions meanwhile.
+Separating a window takes long (tens of ms on a GPU, seconds on a CPU), so the model calls
+leave the session: ``SeparatedRunner`` hands the windows a frame completes to the gateway's
+``SeparationBatcher``, which runs the windows of all sessions together on its own thread. The
+rest of a frame (decoding, resampling, cutting and cross-fading windows) is cheap and stays
+on the event loop, which keeps each session's windows in order.
 """
 from __future__ import annotations
 
 import asyncio
 import math
-import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soxr
 
 from models.detector import Detector
+from models.runtime import Step
 from models.separation import LIVE_OVERLAP, LIVE_WINDOW_SECONDS, Separator
+from stream.batcher import InferenceBatcher
+from stream.config import LiveSettings
 from stream.pcm import PcmFormat
-from stream.runner import LiveRunner
+from stream.runner import Emit, Finalizer, LiveRunner, NotationRenderer
 from stream.session import RESAMPLER_QUALITY, LiveSession, resampler_delay_ms
+
+if TYPE_CHECKING:  # torch is optional: a service without separation never imports it
+    import torch
+
+    from models.separation_windows import Window
+    from stream.separation_batcher import SeparationBatcher
 
 
 class SeparatedInput:
-    """Mono audio at ``rate_in`` in, mono drums at ``rate_out`` out, in pieces of any size."""
+    """Mono audio at ``rate_in`` in, mono drums at ``rate_out`` out, in pieces of any size.
+
+    ``push`` separates here; ``feed`` -> windows, separated elsewhere -> ``accept`` lets the
+    caller batch the windows with other streams'.
+    """
 
     def __init__(self, rate_in: int, separator: Separator, rate_out: int,
                  window_seconds: float = LIVE_WINDOW_SECONDS, overlap: float = LIVE_OVERLAP) -> None:
@@ -51,12 +67,22 @@ class SeparatedInput:
 
     def push(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
         """Drums for what is final so far; ``last=True`` ends the input and returns the rest."""
+        return self._out(self.separator.separate(self.feed(samples, last)), last)
+
+    def feed(self, samples: np.ndarray, last: bool = False) -> list["Window"]:
+        """Take input (``last``: the end of it); return the windows to separate, in order."""
         x = np.asarray(samples, np.float32)
         if self._to_model is not None:
             x = self._to_model.resample_chunk(x, last=last)
-        drums = self.separator.push(x)
-        if last:
-            drums = np.concatenate([drums, self.separator.flush()])
+        windows = self.separator.feed(x)
+        return windows + self.separator.close() if last else windows
+
+    def accept(self, windows: Sequence["Window"], drums: Sequence["torch.Tensor"], last: bool = False) -> np.ndarray:
+        """The drums of ``feed``'s windows, separated: drums at ``rate_out`` that are now final."""
+        parts = [self.separator.accept(window, d) for window, d in zip(windows, drums, strict=True)]
+        return self._out(np.concatenate(parts) if parts else np.zeros(0, np.float32), last)
+
+    def _out(self, drums: np.ndarray, last: bool) -> np.ndarray:
         if self._to_detector is not None:
             drums = self._to_detector.resample_chunk(drums, last=last)
         return drums.astype(np.float32, copy=False)
@@ -65,9 +91,9 @@ class SeparatedInput:
 class SeparatedSession(LiveSession):
     """A ``LiveSession`` whose detector hears the separated drums.
 
-    ``prepare(data)`` does the heavy part of a frame (decode, record, separate) and may run on a
-    worker thread; ``accept(data)`` then feeds the drums it made to the detector (it prepares
-    the frame itself when nobody did).
+    ``feed(data)`` decodes and records a frame and returns the separation windows it completed;
+    ``separated(windows, drums)`` takes their drums and returns the detector's step.
+    ``accept(data)`` and ``end()`` do both, separating here.
     """
 
     def __init__(self, detector: Detector, fmt: PcmFormat, separator: Separator,
@@ -75,56 +101,60 @@ class SeparatedSession(LiveSession):
         super().__init__(detector, fmt, separate=True)
         self._resampler = None  # the separated input resamples on its own
         self.input = SeparatedInput(fmt.sample_rate, separator, detector.card.sample_rate, window_seconds, overlap)
-        self._drums: list[np.ndarray] = []
-        self._prepared = 0
-        self._ended = False
-        self._lock = threading.Lock()
+        self.ended = False
 
     @property
     def lookahead_ms(self) -> int:
         return self.detector.card.lookahead_ms + math.ceil(self.input.delay_ms)
 
-    def prepare(self, data: bytes) -> None:
-        with self._lock:
-            samples, pcm = self.decoder.decode(data)
-            self.samples_in += len(samples)
-            self._recording += pcm
-            self._drums.append(self.input.push(samples))
-            self._prepared += 1
+    def feed(self, data: bytes) -> list["Window"]:
+        return self.input.feed(self._decode(data))
 
-    def prepare_end(self) -> None:
-        with self._lock:
-            if not self._ended:
-                self._ended = True
-                self._drums.append(self.input.push(np.zeros(0, np.float32), last=True))
+    def feed_end(self) -> list["Window"]:
+        """No more audio: the windows over the tail."""
+        self.ended = True
+        return self.input.feed(np.zeros(0, np.float32), last=True)
 
-    def _take_drums(self) -> np.ndarray:
-        with self._lock:
-            drums = np.concatenate(self._drums) if self._drums else np.zeros(0, np.float32)
-            self._drums = []
-            return drums
+    def separated(self, windows: Sequence["Window"], drums: Sequence["torch.Tensor"]) -> Step | None:
+        return self.stream.feed(self.input.accept(windows, drums, last=self.ended))
 
-    def accept(self, data: bytes):
-        if self._prepared == 0:
-            self.prepare(data)
-        self._prepared -= 1
-        return self.stream.feed(self._take_drums())
+    def accept(self, data: bytes) -> Step | None:
+        return self.stream.feed(self.input.push(self._decode(data)))
 
-    def end(self):
-        self.prepare_end()
-        drums = self._take_drums()
-        return self.stream.feed(drums) if drums.size else None
+    def end(self) -> Step | None:
+        if self.ended:
+            return None
+        self.ended = True
+        return self.stream.feed(self.input.push(np.zeros(0, np.float32), last=True))
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        samples, pcm = self.decoder.decode(data)
+        self.samples_in += len(samples)
+        self._recording += pcm
+        return samples
 
 
 class SeparatedRunner(LiveRunner):
-    """A ``LiveRunner`` that separates each frame on a worker thread before the usual steps."""
+    """A ``LiveRunner`` whose frames' separation windows go through the shared ``SeparationBatcher``."""
 
     session: SeparatedSession
 
+    def __init__(self, session: SeparatedSession, batcher: InferenceBatcher, separation: "SeparationBatcher",
+                 settings: LiveSettings, emit: Emit, finalizer: Finalizer,
+                 notation: NotationRenderer | None = None) -> None:
+        super().__init__(session, batcher, settings, emit, finalizer, notation)
+        self.separation = separation
+
     async def audio(self, data: bytes) -> None:
-        await asyncio.to_thread(self.session.prepare, data)
-        await super().audio(data)
+        await self.advance(await self._separate(self.session.feed(data)))
 
     async def drain(self) -> None:
-        await asyncio.to_thread(self.session.prepare_end)
-        await super().drain()
+        if not self.session.ended:
+            step = await self._separate(self.session.feed_end())
+            if step is not None:
+                self._send_hits(self.session.take(await self.batcher.run(step)))
+        await super().drain()  # the session has ended: only the detector's final step is left
+
+    async def _separate(self, windows: list["Window"]) -> Step | None:
+        drums = await asyncio.gather(*(self.separation.run(w) for w in windows))
+        return self.session.separated(windows, drums)

@@ -302,3 +302,130 @@ def test_with_weights_jobs_separate_and_live_sessions_declare_their_latency(sett
         score = http.get(f"/api/v1/jobs/{final['job_id']}/result").json()
         assert score["separation"]["applied"] is True
         http.close()
+
+
+# --- live windows of many sessions in one batch -------------------------------------------
+
+def test_batched_windows_equal_single_windows(separator):
+    """One stacked forward pass per group of like windows (full windows, a shorter tail, another
+    window length) gives each window's drums as its own call does."""
+    windows = []
+    for seed, window in ((6, 1.0), (7, 1.0), (8, 0.5)):
+        stream = separator.stream(window, 0.25)
+        windows += stream.feed(noise(2.2, seed=seed)) + stream.close()
+    assert len({(w.input.shape[-1], w.length) for w in windows}) >= 3 and len(windows) > 8
+    batched = separator.drums_batch(windows)
+    for window, drums in zip(windows, batched):
+        alone = separator.drums_batch([window])[0]
+        assert drums.shape == alone.shape == (2, window.length)
+        np.testing.assert_allclose(drums.numpy(), alone.numpy(), rtol=0, atol=1e-5)
+
+
+LIVE_START = {"type": "start", "sample_rate": 48000, "channels": 1, "encoding": "f32le", "separate": True}
+FRAME = 4800  # 100 ms at 48 kHz
+
+
+def beat_at_48k(beat_wav: Path, seconds: float = 3.0, reverse: bool = False) -> np.ndarray:
+    audio = resample(sf.read(beat_wav, dtype="float32")[0].mean(axis=1), 44100, 48000)[:int(48000 * seconds)]
+    return np.ascontiguousarray(audio[::-1] * 0.7 if reverse else audio, dtype=np.float32)
+
+
+def recording_drums(session) -> list[np.ndarray]:
+    """Spy on what the session's detector hears."""
+    heard, feed = [], session.stream.feed
+    session.stream.feed = lambda drums: (heard.append(np.array(drums)), feed(drums))[1]
+    return heard
+
+
+def alone(detector: Detector, separator, audio: np.ndarray) -> tuple[list[dict], np.ndarray]:
+    """A separated session by itself, each window separated on its own as it completes (no batcher)."""
+    from stream.pcm import PcmFormat
+    from stream.separated import SeparatedSession
+
+    session = SeparatedSession(detector, PcmFormat.parse(LIVE_START), separator)
+    heard = recording_drums(session)
+    for start in range(0, len(audio), FRAME):
+        step = session.accept(audio[start:start + FRAME].tobytes())
+        if step is not None:
+            session.take(detector.model.run([step])[0])
+    tail = session.end()
+    if tail is not None:
+        session.take(detector.model.run([tail])[0])
+    session.finish(detector.model.run([session.final_step()])[0])
+    return [hit.to_dict() for hit in session.hits], np.concatenate(heard)
+
+
+def same_hits(got: list[dict], expected: list[dict]) -> None:
+    assert [(h["t"], h["instrument"]) for h in got] == [(h["t"], h["instrument"]) for h in expected]
+    for a, b in zip(got, expected):
+        assert a["velocity"] == pytest.approx(b["velocity"], abs=2e-3)
+        assert a["confidence"] == pytest.approx(b["confidence"], abs=2e-3)
+
+
+def test_sessions_in_step_share_each_separation_batch(separator, beat_wav):
+    """Two runners with the real batchers, frames arriving together: every window goes in a batch
+    of two, and each session hears the drums (and finds the hits) it would alone."""
+    import asyncio
+
+    from stream.batcher import InferenceBatcher
+    from stream.config import LiveSettings
+    from stream.pcm import PcmFormat
+    from stream.separated import SeparatedRunner, SeparatedSession
+    from stream.separation_batcher import SeparationBatcher
+
+    detector = Detector()
+    audios = [beat_at_48k(beat_wav), beat_at_48k(beat_wav, reverse=True)]
+
+    async def together() -> tuple[list[SeparatedRunner], SeparationBatcher, list[list[np.ndarray]]]:
+        separation = SeparationBatcher(separator, max_wait=0.05, max_batch=8)
+        network = InferenceBatcher(detector.model)
+        runners, heard = [], []
+        for _ in audios:
+            session = SeparatedSession(detector, PcmFormat.parse(LIVE_START), separator)
+            heard.append(recording_drums(session))
+            runners.append(SeparatedRunner(session, network, separation, LiveSettings(notation_every=0),
+                                           lambda message: None, None))
+        for start in range(0, len(audios[0]), FRAME):
+            await asyncio.gather(*(r.audio(a[start:start + FRAME].tobytes()) for r, a in zip(runners, audios)))
+        await asyncio.gather(*(r.drain() for r in runners))
+        separation.close()
+        network.close()
+        return runners, separation, heard
+
+    runners, separation, heard = asyncio.run(together())
+    windows = runners[0].session.input.separator.windows_run
+    assert windows >= 4 and separation.items == 2 * windows
+    assert separation.largest >= 2 and separation.batches <= windows  # every window had company
+    found = 0
+    for runner, drums, audio in zip(runners, heard, audios):
+        hits, expected = alone(detector, separator, audio)
+        np.testing.assert_allclose(np.concatenate(drums), expected, rtol=0, atol=1e-5)
+        same_hits([hit.to_dict() for hit in runner.session.hits], hits)
+        found += len(hits)
+    assert found  # the untrained tiny model lets few hits through: the drums above are the strong check
+
+
+def test_two_separated_live_sessions_at_once_get_what_each_gets_alone(settings, beat_wav, separator):
+    """Through the real server: two separated sessions streaming at once (their windows batched
+    together) each get the hits the same audio gets in a session by itself."""
+    audios = [beat_at_48k(beat_wav), beat_at_48k(beat_wav, reverse=True)]
+    with RunningServer(create_app(settings, separation=Separation(separator, weights="tiny"))) as server:
+        with connect(server.ws + "/api/v1/stream", open_timeout=10) as a, \
+                connect(server.ws + "/api/v1/stream", open_timeout=10) as b:
+            for ws in (a, b):
+                ws.send(json.dumps(LIVE_START))
+                assert json.loads(ws.recv(timeout=30))["separate"] is True
+            for start in range(0, len(audios[0]), FRAME):
+                for ws, audio in ((a, audios[0]), (b, audios[1])):
+                    ws.send(audio[start:start + FRAME].tobytes())
+            got = []
+            for ws in (a, b):
+                ws.send(json.dumps({"type": "stop"}))
+                messages = [json.loads(ws.recv(timeout=60))]
+                while messages[-1]["type"] != "final":
+                    messages.append(json.loads(ws.recv(timeout=60)))
+                got.append([hit for m in messages if m["type"] == "hits" for hit in m["hits"]])
+        assert server.app.state.gateway.separation.items >= 8  # every window went through the shared batcher
+        detector: Detector = server.app.state.detector
+    for hits, audio in zip(got, audios):
+        same_hits(hits, alone(detector, separator, audio)[0])

@@ -1,0 +1,27 @@
+"""One Demucs for every separated live session: windows that are ready together run as one batch.
+
+A separation window costs about as much on a GPU alone as with a few others (the GPU is far
+from full with one 1 s window), so the windows of all sessions go to one
+``Separator.drums_batch`` call (stacked into one forward pass) on a dedicated thread. On a CPU
+batching saves little, the cores being the limit, but it still keeps one model call at a time
+instead of one per session fighting over the cores.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from models.separation import Separator
+from stream.batcher import Batcher
+
+if TYPE_CHECKING:  # torch is optional: only a gateway with a loaded separator makes one of these
+    import torch
+
+    from models.separation_windows import Window
+
+
+class SeparationBatcher(Batcher["Window", "torch.Tensor"]):
+    """``await run(window)`` -> the window's drums (channels, length) on the CPU."""
+
+    def __init__(self, separator: Separator, max_wait: float = 0.005, max_batch: int = 16) -> None:
+        super().__init__(separator.drums_batch, max_wait, max_batch, "separation")
+        self.separator = separator
