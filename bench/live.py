@@ -117,7 +117,8 @@ def measure(n: int, pcm: np.ndarray, frame: int, notation: str) -> dict:
     port = free_port()
     with tempfile.TemporaryDirectory() as data:
         env = {**os.environ, "DRUMSCRIBE_DATA": data, "DRUMSCRIBE_WORKERS": "0",  # scores are not timed here
-               "DRUMSCRIBE_LIVE_MAX_SESSIONS": str(max(64, n)), "DRUMSCRIBE_LIVE_NOTATION_SECONDS": notation}
+               "DRUMSCRIBE_LIVE_MAX_SESSIONS": str(max(64, n)), "DRUMSCRIBE_LIVE_NOTATION_SECONDS": notation,
+               "DRUMSCRIBE_LIVE_FINALIZE_SECONDS": "5"}  # without workers, shutdown need not wait for scores
         server = subprocess.Popen([sys.executable, "-m", "web.cli", "serve", "--port", str(port)], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -16,7 +16,7 @@ class LiveSettings:
     batch_wait: float = 0.002                # how long a window waits for others to share its batch
     separation_wait: float = 0.005           # the same for a Demucs window of a separated session
     separation_batch: int = 16               # the most Demucs windows in one model call
-    finalize_timeout: float = 120.0          # how long `stop` waits for the finished score
+    finalize_timeout: float = 120.0          # how long `stop` (and shutdown) wait for the finished score
 
     @classmethod
     def from_env(cls) -> "LiveSettings":
@@ -27,4 +27,5 @@ class LiveSettings:
             idle_timeout=float(env("DRUMSCRIBE_LIVE_IDLE_SECONDS", "30")),
             notation_every=float(env("DRUMSCRIBE_LIVE_NOTATION_SECONDS", "4")),
             separation_batch=int(env("DRUMSCRIBE_LIVE_SEPARATION_BATCH", "16")),
+            finalize_timeout=float(env("DRUMSCRIBE_LIVE_FINALIZE_SECONDS", "120")),
         )

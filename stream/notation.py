@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
@@ -20,8 +22,17 @@ Rendered = tuple[str, int] | None  # (svg, number of the last bar shown), or Non
 Render = Callable[[list[Hit], float], Rendered]
 
 
-def _lower_priority(niceness: int) -> None:
+def _start(niceness: int, parent: int) -> None:
+    """In the rendering process: a lower priority, and no life beyond the server's."""
     os.nice(niceness)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """A killed server cannot stop its pool: the orphaned process notices and leaves."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 class NotationProcess:
@@ -30,7 +41,7 @@ class NotationProcess:
     def __init__(self, render: Render, niceness: int = 10) -> None:
         self._render = render
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_lower_priority, initargs=(niceness,))
+                                         initializer=_start, initargs=(niceness, os.getpid()))
         self._warm = self._pool.submit(render, [], 0.0)  # start the process and import the renderer now
 
     async def __call__(self, hits: list[Hit], seconds: float) -> Rendered:
