@@ -20,7 +20,7 @@ from models.detector import Detector, hit_order
 from models.mixture import judge
 from models.peaks import Hit
 from models.result import build_result
-from models.separation import Separation, SeparationUnavailable
+from models.separation import Separation
 
 Report = Callable[[str, float], bool]
 DETECT_CHUNK_SECONDS = 30.0

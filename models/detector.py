@@ -36,7 +36,7 @@ class StreamingDetector:
         if card.sample_rate != SAMPLE_RATE or card.hop != HOP:
             raise ValueError("model card does not match the feature front end")
         self.model = model
-        self.lookahead = card.receptive_field - 1 - card.context_frames
+        self.lookahead = card.lookahead_frames
         self.picker = PeakPicker(card.families, card.instruments, FAMILY_OF, card.thresholds, HOP / SAMPLE_RATE)
         self._audio = np.zeros(N_FFT - HOP, np.float32)  # history the next frame's window needs
         self._state = model.initial_state  # frames before the first are silence, as in training

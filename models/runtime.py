@@ -34,6 +34,11 @@ class ModelCard:
     state_size: int
     thresholds: dict[str, float]
 
+    @property
+    def lookahead_frames(self) -> int:
+        """Frames the network reads past the frame it scores."""
+        return self.receptive_field - 1 - self.context_frames
+
     @classmethod
     def from_json(cls, data: dict) -> "ModelCard":
         return cls(

@@ -27,7 +27,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -333,7 +333,7 @@ class Separator:
     def stream(self, window_seconds: float | None = None, overlap: float = BATCH_OVERLAP,
                transition_power: float = 1.0) -> "StreamingSeparator":
         """A ``StreamingSeparator`` (default window: the model's longest, as ``apply_model`` uses)."""
-        from models.separation_windows import StreamingSeparator, Window
+        from models.separation_windows import StreamingSeparator
 
         return StreamingSeparator(self, window_seconds or self.default_window_seconds, overlap, transition_power)
 
@@ -359,7 +359,6 @@ class Separation:
     separator: Separator | None = None
     reason: str = ""
     weights: str | None = None
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def unavailable(cls, reason: str, weights: str | None = None) -> "Separation":

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from models.detector import Detector
+from models.separation import Separator
 from stream.batcher import InferenceBatcher
 from stream.config import LiveSettings
 from stream.pcm import FormatError, PcmFormat
-from models.separation import Separator
 from stream.runner import Finalizer, LiveRunner, NotationRenderer, SessionTooLong
 from stream.separated import SeparatedRunner, SeparatedSession
 from stream.session import LiveSession
@@ -44,11 +44,10 @@ class Gateway:
     """Shared by all live sessions of a process: the batchers (network, separation), one registry, the limits."""
 
     def __init__(self, detector: Detector, settings: LiveSettings, finalizer: Finalizer,
-                 notation: NotationRenderer | None = None, separation_available: bool = False,
-                 separator: Separator | None = None) -> None:
+                 notation: NotationRenderer | None = None, separator: Separator | None = None) -> None:
         self.detector, self.settings = detector, settings
         self.finalizer, self.notation = finalizer, notation
-        self.separation_available = separation_available or separator is not None
+        self.separation_available = separator is not None
         self.batcher = InferenceBatcher(detector.model, max_wait=settings.batch_wait)
         self.separation: SeparationBatcher | None = None
         if separator is not None:  # sessions that start with "separate": true use it; torch only then

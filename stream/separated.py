@@ -127,12 +127,6 @@ class SeparatedSession(LiveSession):
         self.ended = True
         return self.stream.feed(self.input.push(np.zeros(0, np.float32), last=True))
 
-    def _decode(self, data: bytes) -> np.ndarray:
-        samples, pcm = self.decoder.decode(data)
-        self.samples_in += len(samples)
-        self._recording += pcm
-        return samples
-
 
 class SeparatedRunner(LiveRunner):
     """A ``LiveRunner`` whose frames' separation windows go through the shared ``SeparationBatcher``."""

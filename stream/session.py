@@ -73,12 +73,17 @@ class LiveSession:
 
     def accept(self, data: bytes) -> Step | None:
         """Take a PCM frame; return the network step for the frames it completes, if any."""
-        samples, pcm = self.decoder.decode(data)
-        self.samples_in += len(samples)
-        self._recording += pcm
+        samples = self._decode(data)
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples, last=False)
         return self.stream.feed(samples)
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        """A PCM frame as mono samples at the client's rate; the frame joins the recording."""
+        samples, pcm = self.decoder.decode(data)
+        self.samples_in += len(samples)
+        self._recording += pcm
+        return samples
 
     def take(self, result: StepResult) -> list[Hit]:
         """The hits the step's probabilities make certain."""

@@ -32,7 +32,7 @@ CANDIDATES = [round(float(t), 2) for t in np.arange(0.15, 0.99, 0.05)]
 def activations(detector: Detector, path: Path) -> np.ndarray:
     """The network's per-frame probabilities for a whole file (what ``transcribe`` picks peaks from)."""
     card, model = detector.card, detector.model
-    lookahead = card.receptive_field - 1 - card.context_frames
+    lookahead = card.lookahead_frames
     frames = features(load_audio(path, card.sample_rate))
     frames = np.concatenate([frames, np.zeros((lookahead, card.n_mels), np.float32)])  # silence after the end
     return model.run([Step(frames, model.initial_state)])[0].probabilities[lookahead:]

@@ -6,7 +6,6 @@ runs after the renderer). CPU by default; CUDA when present.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
