@@ -32,6 +32,14 @@ MDB_FAMILY: dict[str, str | None] = {
     "CY": "cymbal", "RDC": "cymbal", "RDB": "cymbal", "CRC": "cymbal", "CHC": "cymbal", "SPC": "cymbal",
     "OT": None, "SST": None, "TMB": None,
 }
+# Our instruments that the five-class measure leaves out, as MDB does: its class files label a
+# side stick OT, so a hit we call a side stick (``snare_rim``) is not scored as a snare either.
+UNSCORED_INSTRUMENTS = frozenset({"snare_rim"})
+
+
+def scored_family(family: str, instrument: str | None) -> str | None:
+    """The family a predicted hit counts for in the five-class measure; None: not scored."""
+    return None if instrument in UNSCORED_INSTRUMENTS else family
 
 
 def match_onsets(pred: Sequence[float] | np.ndarray, ref: Sequence[float] | np.ndarray, tolerance: float = 0.05) -> int:
@@ -68,14 +76,16 @@ def evaluate_many(pairs: Iterable[tuple[Onsets, Onsets]], families: Sequence[str
 
 
 def load_onsets(path: str | Path) -> Onsets:
-    """Onset times by family from a result JSON ({"hits": [{"t", "family", ...}]}) or an MDB Drums
-    ``<T>_class.txt`` / ``<T>_subclass.txt`` annotation (``time<TAB>label`` lines)."""
+    """Onset times by family from a result JSON ({"hits": [{"t", "family", "instrument", ...}]}) or an
+    MDB Drums ``<T>_class.txt`` / ``<T>_subclass.txt`` annotation (``time<TAB>label`` lines)."""
     path = Path(path)
     text = path.read_text()
     onsets: Onsets = {family: [] for family in FAMILIES}
     if text.lstrip().startswith("{"):
         for hit in json.loads(text)["hits"]:
-            onsets.setdefault(hit["family"], []).append(float(hit["t"]))
+            family = scored_family(hit["family"], hit.get("instrument"))
+            if family is not None:
+                onsets.setdefault(family, []).append(float(hit["t"]))
     else:
         for number, line in enumerate(text.splitlines(), start=1):
             fields = line.split()

@@ -112,6 +112,17 @@ def test_load_result_json(tmp_path):
     assert load_onsets(path) == {"kick": [0.5], "snare": [1.0, 1.5], "hihat": [], "tom": [], "cymbal": []}
 
 
+def test_side_stick_is_left_out_as_mdb_leaves_it_out(tmp_path):
+    """MDB labels a side stick OT; our side-stick hits (``snare_rim``) are not scored either."""
+    (tmp_path / "ref_subclass.txt").write_text("1.0\tSST\n2.0\tSD\n")
+    hits = [{"t": 1.0, "family": "snare", "instrument": "snare_rim"},
+            {"t": 2.0, "family": "snare", "instrument": "snare_rim"}]
+    (tmp_path / "pred.json").write_text(json.dumps({"hits": hits}))
+    result = evaluate(load_onsets(tmp_path / "pred.json"), load_onsets(tmp_path / "ref_subclass.txt"))
+    # the side stick at 1.0 is neither a hit nor a false alarm; calling the snare at 2.0 a side stick misses it
+    assert (result["snare"]["tp"], result["snare"]["fp"], result["snare"]["fn"]) == (0, 0, 1)
+
+
 def test_json_against_mdb_end_to_end(tmp_path):
     (tmp_path / "ref_class.txt").write_text("0.5\tKD\n1.0\tSD\n1.5\tOT\n")
     (tmp_path / "pred.json").write_text(json.dumps({"hits": [{"t": 0.52, "family": "kick"},

@@ -10,6 +10,7 @@ import re
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,14 +102,15 @@ def _read_mono(path: Path) -> np.ndarray:
     return trim_onset(resample(audio.mean(axis=1), rate, SAMPLE_RATE))
 
 
-def load_hydrogen_kit(folder: Path) -> Kit:
+def load_hydrogen_kit(folder: Path, name_rule: Callable[[str], str | None] = instrument_for_name) -> Kit:
+    """A Hydrogen kit's samples, keyed by what ``name_rule`` makes of each instrument's name."""
     root = ET.parse(folder / "drumkit.xml").getroot()
     ns = re.match(r"\{.*\}", root.tag)
     prefix = ns.group(0) if ns else ""
     kit = Kit(name=f"hydrogen:{folder.name}")
     for element in root.iter(f"{prefix}instrument"):
         name = element.findtext(f"{prefix}name") or ""
-        instrument = instrument_for_name(name)
+        instrument = name_rule(name)
         if instrument is None:
             continue
         volume = float(element.findtext(f"{prefix}volume") or 1.0)
@@ -122,6 +124,27 @@ def load_hydrogen_kit(folder: Path) -> Kit:
                 audio=_read_mono(folder / filename),
                 gain=volume * float(layer.findtext(f"{prefix}gain") or 1.0),
             ))
+    return kit
+
+
+# Hand percussion in the Hydrogen kits (not drum-kit pieces): sounds to learn to leave out.
+PERCUSSION_RULES: tuple[tuple[str, str], ...] = (
+    (r"tambourine", "tambourine"), (r"maraca|shaker", "shaker"), (r"cowbell", "cowbell"),
+    (r"clave|woodblock", "block"), (r"finger snap", "snap"),
+)
+
+
+def percussion_for_name(name: str) -> str | None:
+    lowered = name.lower()
+    return next((sound for pattern, sound in PERCUSSION_RULES if re.search(pattern, lowered)), None)
+
+
+def load_hydrogen_percussion() -> Kit:
+    """Every hand-percussion sample of the installed Hydrogen kits, as one kit."""
+    kit = Kit(name="hydrogen:percussion")
+    for drumkit in sorted(HYDROGEN_DIR.glob("*/drumkit.xml")):
+        for sound, layers in load_hydrogen_kit(drumkit.parent, percussion_for_name).layers.items():
+            kit.layers.setdefault(sound, []).extend(layers)
     return kit
 
 

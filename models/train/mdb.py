@@ -18,7 +18,7 @@ import numpy as np
 
 from models.audio import load_audio
 from models.detector import Detector
-from models.evaluate import FAMILIES, evaluate_many, format_table, load_onsets
+from models.evaluate import FAMILIES, evaluate_many, format_table, load_onsets, scored_family
 from models.peaks import PeakPicker
 from models.features import features
 from models.runtime import HitModel, Step
@@ -43,7 +43,9 @@ def onsets(detector: Detector, probabilities: np.ndarray, thresholds: dict[str, 
     picker = PeakPicker(card.families, card.instruments, FAMILY_OF, thresholds, card.hop / card.sample_rate)
     found: dict[str, list[float]] = {family: [] for family in FAMILIES}
     for hit in picker.push(probabilities) + picker.flush():
-        found[hit.family].append(hit.t)
+        family = scored_family(hit.family, hit.instrument)
+        if family is not None:
+            found[family].append(hit.t)
     return found
 
 

@@ -9,20 +9,24 @@ import argparse
 import multiprocessing
 import pickle
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models.features import SAMPLE_RATE, features
-from models.train.accompaniment import write_band
+from models.train.accompaniment import percussion_pattern, write_band, write_percussion
 from models.train.augment import augment
 from models.train.grooves import DrumEvent, Performance, list_performances, read_events
-from models.train.kits import SOUNDFONTS, Kit, all_kits, render_midi
+from models.train.kits import SOUNDFONTS, Kit, all_kits, load_hydrogen_percussion, render_midi
 from models.vocab import INSTRUMENTS
 
 GROOVE_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "groove-midi"
 MAX_SECONDS = 60.0
 CHOKED_BY = {"hihat_open": {"hihat_closed", "hihat_pedal"}}
+# How often each sampled hand-percussion sound plays a part: the tambourine, the likeliest
+# to be taken for a hi-hat or a cymbal in real songs, most often.
+PERCUSSION_WEIGHTS = {"tambourine": 4.0, "shaker": 2.0, "cowbell": 1.0, "block": 1.0, "snap": 1.0}
 
 
 def render_drums(events: list[DrumEvent], kit: Kit, seconds: float, rng: np.random.Generator) -> tuple[np.ndarray, list[DrumEvent]]:
@@ -53,17 +57,53 @@ def render_drums(events: list[DrumEvent], kit: Kit, seconds: float, rng: np.rand
     return out[: int(seconds * SAMPLE_RATE)], played
 
 
-def render_band(performance: Performance, stretch: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+def render_percussion(kit: Kit, bpm: float, beats_per_bar: int, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """One or two parts of sampled hand percussion; each stroke stops the one before it."""
+    out = np.zeros(int(seconds * SAMPLE_RATE), np.float32)
+    sounds = sorted(kit.layers)
+    weights = np.array([PERCUSSION_WEIGHTS.get(sound, 1.0) for sound in sounds])
+    for _ in range(int(rng.integers(1, 3))):
+        sound = sounds[int(rng.choice(len(sounds), p=weights / weights.sum()))]
+        strokes = percussion_pattern(bpm, beats_per_bar, seconds, rng)
+        for (time, velocity), (next_time, _) in zip(strokes, strokes[1:] + [(seconds, 0.0)]):
+            audio, gain = kit.sample(sound, velocity, rng)
+            start = int(time * SAMPLE_RATE)
+            end = min(len(out), start + len(audio), int(next_time * SAMPLE_RATE) + SAMPLE_RATE // 100)
+            if end > start:
+                out[start:end] += audio[: end - start] * (gain * velocity)
+    return out
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What is mixed in besides the drums (the defaults are the first training stage's)."""
+
+    band_chance: float = 0.5
+    strums: bool = False  # strummed and choked guitars in the band
+    percussion_chance: float = 0.0  # hand percussion (half sampled, half GM), which is not any drum family
+
+
+def render_part(write, seconds: float) -> np.ndarray:
+    """Render a MIDI part that ``write(path)`` makes with FluidR3 GM, ``seconds`` long."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "band.mid"
-        write_band(path, performance.bpm / stretch, performance.beats_per_bar, seconds, rng)
+        path = Path(tmp) / "part.mid"
+        write(path)
         audio = render_midi(SOUNDFONTS["FluidR3_GM"][0], path, gain=0.5)
     padded = np.zeros(int(seconds * SAMPLE_RATE), np.float32)
     padded[: min(len(audio), len(padded))] = audio[: len(padded)]
     return padded
 
 
-def render_example(performance: Performance, kit: Kit, rng: np.random.Generator, band_chance: float) -> dict | None:
+def mix_in(mix: np.ndarray, drums: np.ndarray, part: np.ndarray, low_db: float, high_db: float,
+           rng: np.random.Generator) -> np.ndarray:
+    """Add ``part`` at a random level relative to the drums' RMS."""
+    if np.std(part) <= 1e-6:
+        return mix
+    return mix + part * 10 ** (rng.uniform(low_db, high_db) / 20) * np.std(drums) / np.std(part)
+
+
+def render_example(performance: Performance, kit: Kit, rng: np.random.Generator, extras: Extras,
+                   percussion_kit: Kit | None = None) -> dict | None:
     events = read_events(performance.midi_path)
     if len(events) < 4:
         return None
@@ -79,12 +119,17 @@ def render_example(performance: Performance, kit: Kit, rng: np.random.Generator,
     drums, played = render_drums(moved, kit, seconds, rng)
     if not played or np.max(np.abs(drums)) < 1e-4:
         return None
+    bpm = performance.bpm / stretch
     mix = drums
-    if rng.random() < band_chance:
-        band = render_band(performance, stretch, seconds, rng)
-        if np.std(band) > 1e-6:
-            level = 10 ** (rng.uniform(-15, 6) / 20) * np.std(drums) / np.std(band)
-            mix = drums + band * level
+    if extras.percussion_chance and rng.random() < extras.percussion_chance:
+        if percussion_kit is not None and percussion_kit.layers and rng.random() < 0.5:
+            percussion = render_percussion(percussion_kit, bpm, performance.beats_per_bar, seconds, rng)
+        else:
+            percussion = render_part(lambda path: write_percussion(path, bpm, performance.beats_per_bar, seconds, rng), seconds)
+        mix = mix_in(mix, drums, percussion, -15, 3, rng)
+    if rng.random() < extras.band_chance:
+        band = render_part(lambda path: write_band(path, bpm, performance.beats_per_bar, seconds, rng, extras.strums), seconds)
+        mix = mix_in(mix, drums, band, -15, 6, rng)
     audio = augment(mix, rng)
     return {
         "features": features(audio).astype(np.float16),
@@ -96,20 +141,22 @@ def render_example(performance: Performance, kit: Kit, rng: np.random.Generator,
 
 
 _KITS: list[Kit] = []
+_PERCUSSION: Kit | None = None
 
 
-def _init_worker(kits_path: str) -> None:
-    global _KITS
+def _init_worker(kits_path: str, percussion: bool) -> None:
+    global _KITS, _PERCUSSION
     with open(kits_path, "rb") as handle:
         _KITS = pickle.load(handle)
+    _PERCUSSION = load_hydrogen_percussion() if percussion else None
 
 
-def _render_shard(job: tuple[Path, list[Performance], int, float]) -> str:
-    path, performances, seed, band_chance = job
+def _render_shard(job: tuple[Path, list[Performance], int, Extras]) -> str:
+    path, performances, seed, extras = job
     rng = np.random.default_rng(seed)
     examples = []
     for performance in performances:
-        example = render_example(performance, _KITS[int(rng.integers(len(_KITS)))], rng, band_chance)
+        example = render_example(performance, _KITS[int(rng.integers(len(_KITS)))], rng, extras, _PERCUSSION)
         if example is not None:
             examples.append(example)
     np.savez(path, examples=np.array(examples, dtype=object))
@@ -123,6 +170,8 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=1, help="renderings of each performance (new kit each time)")
     parser.add_argument("--split", default="train,validation")
     parser.add_argument("--band-chance", type=float, default=0.5)
+    parser.add_argument("--strums", action="store_true", help="strummed and choked guitars in the band")
+    parser.add_argument("--percussion-chance", type=float, default=0.0, help="hand percussion mixed in")
     parser.add_argument("--shard-size", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
@@ -141,6 +190,7 @@ def main() -> None:
     if args.limit:
         performances = performances[: args.limit]
     rng = np.random.default_rng(args.seed)
+    extras = Extras(args.band_chance, args.strums, args.percussion_chance)
     jobs = []
     for rendering in range(args.passes):
         order = rng.permutation(len(performances))
@@ -148,8 +198,8 @@ def main() -> None:
             chunk = [performances[i] for i in order[start: start + args.shard_size]]
             path = args.out / f"shard-{args.split.replace(',', '+')}-{rendering:02d}-{start // args.shard_size:04d}.npz"
             if not path.exists():
-                jobs.append((path, chunk, int(rng.integers(2**31)), args.band_chance))
-    with multiprocessing.Pool(args.workers, initializer=_init_worker, initargs=(str(kits_path),)) as pool:
+                jobs.append((path, chunk, int(rng.integers(2**31)), extras))
+    with multiprocessing.Pool(args.workers, initializer=_init_worker, initargs=(str(kits_path), args.percussion_chance > 0)) as pool:
         for done in pool.imap_unordered(_render_shard, jobs):
             print(done, flush=True)
 

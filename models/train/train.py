@@ -1,7 +1,8 @@
-"""Train HitNet on rendered shards, then export the shipped ONNX weights.
+"""Train HitNet on rendered shards (what ``make train`` runs after the renderer).
 
-``python -m models.train.train --data train-data --out models/weights`` (what ``make train``
-runs after the renderer). CPU by default; CUDA when present.
+``python -m models.train.train --data train-data`` trains from scratch; with ``--init`` it
+fine-tunes given weights (a checkpoint or an exported ``hitnet.onnx``) with the batch norms
+frozen, which is the second stage of ``make train``. CPU by default; CUDA when present.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import nn
 
 from models.features import FPS, N_MELS
 from models.network import CONTEXT_FRAMES, RECEPTIVE_FIELD, HitNet, split_outputs
+from models.train.export import load_onnx_weights
 from models.vocab import FAMILIES, FAMILY_OF, INSTRUMENTS
 
 FAMILY_INDEX = np.array([FAMILIES.index(FAMILY_OF[name]) for name in INSTRUMENTS])
@@ -94,12 +96,20 @@ def train(args: argparse.Namespace) -> HitNet:
     shards = sorted(args.data.glob("shard-*.npz"))
     examples = load_examples(shards)
     print(f"{len(examples)} examples from {len(shards)} shards, {sum(len(e.features) for e in examples) / FPS / 3600:.1f} h", flush=True)
-    model = HitNet().to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    model = HitNet()
+    if args.init is not None:
+        load_weights(model, args.init)
+    model = model.to(device)
+    trained = [p for name, p in model.named_parameters() if args.init is None or not _is_norm(model, name)]
+    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     started, running = time.time(), 0.0
     for step in range(1, args.steps + 1):
         model.train()
+        if args.init is not None:  # fine-tuning: the norms keep the statistics they were given
+            for module in model.modules():
+                if isinstance(module, NORMS):
+                    module.eval()
         batch = [t.to(device) for t in sample_batch(examples, args.batch, args.crop, rng)]
         loss = loss_fn(model(batch[0]), *batch[1:])
         optimizer.zero_grad()
@@ -112,9 +122,24 @@ def train(args: argparse.Namespace) -> HitNet:
             print(f"step {step} loss {running:.4f} lr {schedule.get_last_lr()[0]:.2e} {time.time() - started:.0f}s", flush=True)
         if step % args.checkpoint_every == 0 or step == args.steps:
             torch.save(model.state_dict(), args.checkpoint)
-        if step == args.keep_step:  # the shipped weights: see --keep-step
+        if step in args.keep_steps:  # candidates for the shipped weights: see --keep-steps
             torch.save(model.state_dict(), args.checkpoint.with_name(f"{args.checkpoint.stem}-step{step}.pt"))
     return model
+
+
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def _is_norm(model: nn.Module, parameter_name: str) -> bool:
+    return isinstance(model.get_submodule(parameter_name.rsplit(".", 1)[0]), NORMS)
+
+
+def load_weights(model: HitNet, path: Path) -> None:
+    """Weights to start from: a training checkpoint (``.pt``) or an exported ``hitnet.onnx``."""
+    if path.suffix == ".onnx":
+        load_onnx_weights(model, path)
+    else:
+        model.load_state_dict(torch.load(path, map_location="cpu"))
 
 
 def main() -> None:
@@ -127,9 +152,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint-every", type=int, default=250)
-    parser.add_argument("--keep-step", type=int, default=5600,
-                        help="also keep this step's weights: the shipped ones (scored best on MDB dev of the "
-                             "steps we tried; later steps fit the synthetic kits more and real drums less)")
+    parser.add_argument("--keep-steps", type=int, nargs="+", default=[5600],
+                        help="also keep these steps' weights (hitnet-stepN.pt). From scratch, step 5600 scored "
+                             "best on MDB dev of the steps we tried; later steps fit the synthetic kits more")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="fine-tune these weights (.pt checkpoint or exported .onnx), batch norms frozen")
     parser.add_argument("--seed", type=int, default=7)
     train(parser.parse_args())
 
