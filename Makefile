@@ -45,7 +45,7 @@ train: install
 	$(BIN)/python -m models.train.synth --groove $(GROOVE) --out $(FINETUNE_DATA) --passes 2 --seed 4321 \
 		--band-chance 0.6 --strums --percussion-chance 0.4
 	$(BIN)/python -m models.train.train --data $(FINETUNE_DATA) --checkpoint $(FINETUNE_DATA)/hitnet.pt \
-		--init $(TRAIN_DATA)/hitnet-step5600.pt --steps 3000 --lr 5e-4
+		--init $(TRAIN_DATA)/hitnet-step5600.pt --steps 3000 --lr 5e-4 --ema 0.999
 	$(BIN)/python -m models.train.export $(FINETUNE_DATA)/hitnet.pt --out models/weights
 	# per-family thresholds tuned on the MDB development tracks, when they are at hand
 	if [ -d $(MDB) ]; then $(BIN)/python -m models.train.mdb $(MDB) --weights models/weights --tune --write; fi

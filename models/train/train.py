@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.optim import swa_utils
 
 from models.features import FPS, N_MELS
 from models.network import CONTEXT_FRAMES, RECEPTIVE_FIELD, HitNet, split_outputs
@@ -103,6 +104,9 @@ def train(args: argparse.Namespace) -> HitNet:
     trained = [p for name, p in model.named_parameters() if args.init is None or not _is_norm(model, name)]
     optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
+    # An exponential moving average of the weights: steadier on real drums than any one step.
+    average = swa_utils.AveragedModel(model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(args.ema)) if args.ema else None
+    saved = average.module if average is not None else model
     started, running = time.time(), 0.0
     for step in range(1, args.steps + 1):
         model.train()
@@ -116,15 +120,17 @@ def train(args: argparse.Namespace) -> HitNet:
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
+        if average is not None:
+            average.update_parameters(model)
         schedule.step()
         running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
         if step % 100 == 0:
             print(f"step {step} loss {running:.4f} lr {schedule.get_last_lr()[0]:.2e} {time.time() - started:.0f}s", flush=True)
         if step % args.checkpoint_every == 0 or step == args.steps:
-            torch.save(model.state_dict(), args.checkpoint)
+            torch.save(saved.state_dict(), args.checkpoint)
         if step in args.keep_steps:  # candidates for the shipped weights: see --keep-steps
-            torch.save(model.state_dict(), args.checkpoint.with_name(f"{args.checkpoint.stem}-step{step}.pt"))
-    return model
+            torch.save(saved.state_dict(), args.checkpoint.with_name(f"{args.checkpoint.stem}-step{step}.pt"))
+    return saved
 
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -155,6 +161,8 @@ def main() -> None:
     parser.add_argument("--keep-steps", type=int, nargs="+", default=[5600],
                         help="also keep these steps' weights (hitnet-stepN.pt). From scratch, step 5600 scored "
                              "best on MDB dev of the steps we tried; later steps fit the synthetic kits more")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="save an exponential moving average of the weights with this decay (0: the weights)")
     parser.add_argument("--init", type=Path, default=None,
                         help="fine-tune these weights (.pt checkpoint or exported .onnx), batch norms frozen")
     parser.add_argument("--seed", type=int, default=7)
