@@ -1,7 +1,7 @@
 """A random band (bass, chords, pad, lead) and hand percussion in General MIDI.
 
 The band lets the model hear drums in songs. Strummed and choked guitar chords (``strums``)
-and hand percussion (tambourine, shakers, cowbell, clave, wood block) are sounds that look
+and hand percussion (tambourine, shakers, cowbell, clave, wood block, clap, guiro) are sounds that look
 like hi-hats, cymbals or snares and are none of them: the model learns to leave them out.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ PAD_PROGRAMS = (48, 49, 50, 52, 61, 88, 89, 90, 91)
 LEAD_PROGRAMS = (40, 56, 57, 64, 65, 66, 71, 73, 80, 81, 82, 85)
 GUITAR_PROGRAMS = range(24, 32)
 # GM percussion notes that are not drum-kit pieces: tambourine, cowbell, cabasa, maracas,
-# claves, wood blocks, hand clap, shaker-like guiro.
+# claves, wood blocks, hand clap, short guiro.
 PERCUSSION_NOTES = (54, 54, 54, 56, 69, 70, 70, 75, 76, 77, 39, 73)
 DRUM_KIT_PROGRAMS = (0, 8, 16, 24, 25, 32, 40, 48)
 PERCUSSION_CHANNEL = 9

@@ -92,7 +92,7 @@ def main() -> None:
         card_path = Path(args.weights or model.card_path.parent) / "hitnet.json"
         card = json.loads(card_path.read_text())
         card["thresholds"] = tuned
-        card_path.write_text(json.dumps(card, indent=1) + "\n")
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
         print(f"wrote thresholds to {card_path}")
 
 

@@ -9,6 +9,7 @@ import argparse
 import multiprocessing
 import pickle
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,7 @@ class Extras:
     percussion_chance: float = 0.0  # hand percussion (half sampled, half GM), which is not any drum family
 
 
-def render_part(write, seconds: float) -> np.ndarray:
+def render_part(write: Callable[[Path], None], seconds: float) -> np.ndarray:
     """Render a MIDI part that ``write(path)`` makes with FluidR3 GM, ``seconds`` long."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "part.mid"
