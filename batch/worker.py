@@ -1,7 +1,9 @@
 """A batch worker: claims jobs from the queue, runs the pipeline, stores results, acknowledges.
 
 The same class runs inside ``drumscribe serve`` (a thread per worker, embedded Redis) and as
-``drumscribe worker`` processes on any number of machines (``REDIS_URL``).
+``drumscribe worker`` processes on any number of machines (``REDIS_URL``). Every Redis call
+goes through ``batch.retry.with_backoff``: through an outage a worker waits, keeps its job and
+finishes it when Redis is back; when Redis lost its data, it recreates the queue.
 """
 from __future__ import annotations
 
@@ -11,20 +13,25 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 
 from batch.config import Settings
-from batch.jobs import Delivery, JobStore
+from batch.jobs import Delivery, JobNotFound, JobStore
 from batch.pipeline import Cancelled, StageClock, run_job
+from batch.retention import sweep_if_due
+from batch.retry import Stopped, delays, with_backoff
 from batch.score import FILES as OUTPUT_FILES
 from models.audio import AudioError
 from models.detector import Detector
 from models.separation import Separation, SeparationUnavailable
 
 log = logging.getLogger("drumscribe.worker")
-REDIS_RETRY_SECONDS = 1.0
+T = TypeVar("T")
 
 
 class Worker:
@@ -39,16 +46,46 @@ class Worker:
 
     def run(self) -> None:
         log.info("worker %s waiting for jobs", self.name)
-        while not self.stop.is_set():
-            try:
-                self.store.heartbeat(self.name, ttl=max(5.0, self.settings.visibility_timeout))
-                delivery = self.store.claim(self.name, block_ms=500)
-            except redis.RedisError as error:  # Redis restarting or unreachable: wait and retry
-                log.warning("worker %s: %s; retrying", self.name, error)
-                self.stop.wait(REDIS_RETRY_SECONDS)
-                continue
-            if delivery is not None:
-                self.process(delivery)
+        next_beat = next_sweep = 0.0
+        waits = delays()
+        try:
+            self._redis(self.store.ensure_queue)
+            while not self.stop.is_set():
+                try:
+                    if time.monotonic() >= next_sweep:
+                        next_sweep = time.monotonic() + self.settings.sweep_minutes * 60
+                        self._sweep()
+                    delivery = self._redis(self.store.claim, self.name, 500)
+                    if time.monotonic() >= next_beat:  # a beat says: this worker reads the queue
+                        self._redis(self.store.heartbeat, self.name)
+                        next_beat = time.monotonic() + self.settings.heartbeat_ttl / 3
+                    if delivery is not None:
+                        self.process(delivery)
+                        next_beat = 0.0
+                    waits = delays()
+                except Exception as error:  # not a passing fault (a bug, a corrupt record): log, go on
+                    log.exception("worker %s: %s", self.name, error)
+                    self.stop.wait(next(waits))
+        except Stopped:
+            pass
+        try:
+            self.store.forget_worker(self.name)
+        except redis.RedisError:
+            pass  # Redis is down: the beat expires by itself
+        log.info("worker %s stopped", self.name)
+
+    def _sweep(self) -> None:
+        """Expire old jobs and orphaned folders; a sweep that fails waits for the next turn."""
+        try:
+            sweep_if_due(self.store, self.settings, self.name)
+        except (redis.RedisError, OSError) as error:
+            log.warning("worker %s: retention sweep skipped: %s", self.name, error)
+
+    def _redis(self, call: Callable[..., T], *args, stop: threading.Event | None = None) -> T:
+        """``call(*args)`` retried through Redis outages until it succeeds or ``stop`` (default:
+        the worker's) is set, which raises ``Stopped``."""
+        return with_backoff(lambda: call(*args), stop or self.stop, self.store.ensure_queue,
+                            f"worker {self.name} ({getattr(call, '__name__', 'redis')})")
 
     def process(self, delivery: Delivery) -> None:
         """Run one attempt; acknowledge unless the attempt was taken from us."""
@@ -62,10 +99,14 @@ class Worker:
             keeper.join()
 
     def _attempt(self, delivery: Delivery) -> None:
-        job = self.store.get(delivery.job_id)
+        try:
+            job = self._redis(self.store.get, delivery.job_id)
+        except JobNotFound:  # deleted, or Redis lost it, since it was claimed
+            self._redis(self.store.ack, delivery.entry_id)
+            return
         folder = self.settings.jobs_dir / delivery.job_id
-        clock = StageClock(lambda stage, fraction: self.store.progress(delivery, stage, fraction),
-                           self.store.record_stage)
+        clock = StageClock(lambda stage, fraction: self._redis(self.store.progress, delivery, stage, fraction),
+                           lambda stage, seconds: self._redis(self.store.record_stage, stage, seconds))
         log.info("job %s attempt %d on %s", delivery.job_id, delivery.attempt, self.name)
         try:
             run_job(self.detector, json.loads(job["source"]), json.loads(job["options"]), folder, clock,
@@ -75,31 +116,36 @@ class Worker:
             self._settle_cancelled(delivery)
             return
         except (AudioError, SeparationUnavailable) as error:
-            self.store.finish(delivery, "failed", str(error))
+            self._redis(self.store.finish, delivery, "failed", str(error))
         except Exception as error:  # a bug or a broken file: fail the job, keep the worker
             log.exception("job %s failed", delivery.job_id)
-            self.store.finish(delivery, "failed", f"internal error: {type(error).__name__}: {error}")
+            self._redis(self.store.finish, delivery, "failed", f"internal error: {type(error).__name__}: {error}")
         else:
-            if not self.store.finish(delivery, "succeeded"):
+            if not self._redis(self.store.finish, delivery, "succeeded"):
                 self._settle_cancelled(delivery)
                 return
-        self.store.ack(delivery.entry_id)
+        self._redis(self.store.ack, delivery.entry_id)
 
     def _settle_cancelled(self, delivery: Delivery) -> None:
         """Acknowledge a cancelled job and drop its partial outputs; leave a reclaimed one alone."""
-        record = self.store.redis.hgetall(self.store.key(delivery.job_id))
+        record = self._redis(self.store.redis.hgetall, self.store.key(delivery.job_id))
         if record.get("owner") != delivery.owner:
             return  # another worker holds the job now
         if record.get("status") == "cancelled":
             for name in OUTPUT_FILES.values():
                 (self.settings.jobs_dir / delivery.job_id / name).unlink(missing_ok=True)
             shutil.rmtree(self.settings.jobs_dir / delivery.job_id / "download", ignore_errors=True)
-        self.store.ack(delivery.entry_id)
+        self._redis(self.store.ack, delivery.entry_id)
 
     def _keep_alive(self, delivery: Delivery, done: threading.Event) -> None:
-        interval = max(0.2, self.settings.visibility_timeout / 3)
-        while not done.wait(interval):
-            if self.store.redis.hget(self.store.key(delivery.job_id), "owner") != delivery.owner:
-                return  # reclaimed by another worker: do not take it back
-            self.store.keep_alive(delivery, self.name)
-            self.store.heartbeat(self.name, ttl=max(5.0, self.settings.visibility_timeout))
+        """While the attempt runs: keep its entry from being reclaimed and the worker counted alive."""
+        interval = max(0.2, min(self.settings.visibility_timeout, self.settings.heartbeat_ttl) / 3)
+        key = self.store.key(delivery.job_id)
+        try:
+            while not done.wait(interval):
+                if self._redis(self.store.redis.hget, key, "owner", stop=done) != delivery.owner:
+                    return  # reclaimed by another worker: do not take it back
+                self._redis(self.store.keep_alive, delivery, self.name, stop=done)
+                self._redis(self.store.heartbeat, self.name, stop=done)
+        except Stopped:
+            pass
