@@ -15,9 +15,9 @@ import numpy as np
 
 from batch.ingest import download
 from batch.score import make_score, write_outputs
+from batch.separate import decide_separation, separate
 from models.audio import AudioError, read_audio, resample
 from models.detector import Detector, hit_order
-from models.mixture import judge
 from models.peaks import Hit
 from models.result import build_result
 from models.separation import Separation
@@ -62,35 +62,6 @@ def detect(detector: Detector, audio: np.ndarray, progress: Callable[[float], No
         progress(min(1.0, (start + step) / max(1, len(audio))))
     hits += stream.flush()
     return sorted(hits, key=hit_order)
-
-
-def decide_separation(choice: str, separation: Separation | None, audio: np.ndarray, rate: int) -> dict:
-    """Whether to separate this recording, and why: the result JSON's ``separation``.
-
-    ``off`` never; ``on`` always (``SeparationUnavailable`` without weights); ``auto`` when weights
-    are present and the recording is a full mix (``models.mixture``), not drums alone.
-    """
-    separation = separation or Separation.unavailable("this worker was started without separation")
-    decision: dict = {"requested": choice, "applied": False, "available": separation.available}
-    if not separation.available:
-        decision["reason"] = separation.reason
-    if choice == "on":
-        separation.require()
-        decision["applied"] = True
-    elif choice == "auto" and separation.available:
-        verdict = judge(audio, rate)
-        decision.update(applied=verdict.full_mix, full_mix=verdict.full_mix, harmonic_ratio=verdict.harmonic_ratio)
-    if decision["applied"]:
-        decision["model"] = separation.require().name
-    return decision
-
-
-def separate(separation: Separation, audio: np.ndarray, rate: int,
-             progress: Callable[[float], None]) -> tuple[np.ndarray, int]:
-    """The drums of ``audio``, at the separation model's rate."""
-    separator = separation.require()
-    drums = separator.separate(resample(audio, rate, separator.samplerate), progress)
-    return drums, separator.samplerate
 
 
 def finalize(detector: Detector, source: np.ndarray, source_rate: int, folder: Path, title: str,

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import median_filter
-from scipy.signal import stft
 
 from models.audio import resample
 
@@ -35,6 +33,11 @@ class MixVerdict:
 
 def harmonic_ratio(audio: np.ndarray, rate: int) -> float:
     """Share of the 60 Hz-2 kHz energy of mono ``audio`` that is sustained (see the module doc)."""
+    # imported here: only ``auto`` with Demucs weights present asks, and scipy.signal takes half a
+    # second to import, which every ``drumscribe transcribe`` would otherwise pay
+    from scipy.ndimage import median_filter
+    from scipy.signal import stft
+
     x = resample(np.asarray(audio, np.float32), rate, RATE)
     _, _, spectrum = stft(_excerpts(x), RATE, nperseg=N_FFT, noverlap=N_FFT - HOP)
     freqs = np.fft.rfftfreq(N_FFT, 1 / RATE)

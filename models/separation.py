@@ -111,7 +111,9 @@ def find_weights(name: str = DEFAULT_MODEL, configured: str | None = None) -> Pa
             raise WeightsError(f"DRUMSCRIBE_DEMUCS_WEIGHTS={configured}: no such file or folder")
         return path
     hub = torch_hub_checkpoints()
-    if importlib.util.find_spec("demucs") is not None and _bag_definition(name, hub) and _has_bag(name, hub):
+    # the folder first: without it, reading the bag's yaml (which ships with demucs) costs start-up for nothing
+    if hub.is_dir() and importlib.util.find_spec("demucs") is not None and _bag_definition(name, hub) \
+            and _has_bag(name, hub):
         return hub  # the bag's yaml ships with demucs; a stray .th of another model is not enough
     return hf_snapshot(name)
 

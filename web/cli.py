@@ -18,17 +18,18 @@ DEFAULT_MAX_SECONDS = float(os.environ.get("DRUMSCRIBE_MAX_SECONDS", 20 * 60))
 
 
 def _transcribe(args: argparse.Namespace) -> int:
+    # only what this command uses: the batch pipeline would bring the score code (music21,
+    # cairo) and scipy.signal, seconds of start-up for a file the network needs 0.1 s for
+    from batch.separate import decide_separation, separate
     from models.detector import Detector
-    from models.midi import write_midi
     from models.result import build_result
+    from models.separation import Separation, load_separation
     from models.tempo import estimate_bpm
 
     outputs = [Path(out) for out in args.output]
     unknown = [str(out) for out in outputs if out.suffix.lower() not in WRITERS]
     if unknown:
         raise SystemExit(f"drumscribe: cannot write {', '.join(unknown)}: supported outputs are {', '.join(WRITERS)}")
-    from batch.pipeline import decide_separation, separate
-    from models.separation import Separation, load_separation
 
     detector = Detector()
     source, source_rate = read_audio(args.input, max_seconds=args.max_seconds)
@@ -42,6 +43,8 @@ def _transcribe(args: argparse.Namespace) -> int:
         if out.suffix.lower() == ".json":
             out.write_text(json.dumps(result, indent=1) + "\n")
         else:
+            from models.midi import write_midi
+
             write_midi(hits, out, bpm)
     if not outputs:
         json.dump(result, sys.stdout, indent=1)
@@ -62,10 +65,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from web.app import create_app
+    from web.http_settings import HttpSettings
+    from web.server import server_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # PCM frames do not compress: per-message deflate would only cost CPU on every live frame
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info", ws_per_message_deflate=False)
+    http = HttpSettings.from_env().serving(args.host)
+    app = create_app(http_settings=http)
+    uvicorn.Server(server_config(app, args.host, args.port, http, log_level="info")).run()
     return 0
 
 
