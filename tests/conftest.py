@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,9 @@ import soundfile as sf
 
 from batch.config import Settings
 from models.synthetic import rock_beat
+
+# Starlette's TestClient sends ``Host: testserver``; the app serves only names it is told to.
+os.environ.setdefault("DRUMSCRIBE_ALLOWED_HOSTS", "testserver")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -30,6 +31,9 @@ from stream.notation import NotationProcess
 from web import jobs_api, live, preview, rtc
 from web.live import SessionFinalizer
 from web.errors import HANDLERS
+from web.guard import Guard
+from web.http_settings import HttpSettings
+from web.pacing import BodyPace
 from web.status import health, metrics
 
 log = logging.getLogger("drumscribe.app")
@@ -42,10 +46,12 @@ async def index(request) -> FileResponse:
 
 
 def create_app(settings: Settings | None = None, detector: Detector | None = None,
-               live_settings: LiveSettings | None = None, separation: Separation | None = None) -> Starlette:
+               live_settings: LiveSettings | None = None, separation: Separation | None = None,
+               http_settings: HttpSettings | None = None) -> Starlette:
     """The app; ``separation`` defaults to what ``load_separation`` finds (unavailable without weights)."""
     settings = settings or Settings.from_env()
     live_settings = live_settings or LiveSettings.from_env()
+    http_settings = http_settings or HttpSettings.from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -88,4 +94,8 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
         Route("/", index),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)
+    # Host/Origin first: a refused request is not read at all; then the body's pace.
+    middleware = [Middleware(Guard, settings=http_settings), Middleware(BodyPace, settings=http_settings)]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS, middleware=middleware)
+    app.state.http = http_settings
+    return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -39,40 +40,44 @@ async def _job(request: Request) -> dict:
 
 
 async def submit(request: Request) -> Response:
+    """Queue a job; on any failure (a refused body, a client gone, Redis down) its folder goes too."""
     store, settings = _store(request), request.app.state.settings
-    content_type = request.headers.get("content-type", "")
     job_id = store.new_id()
     folder = settings.jobs_dir / job_id
     folder.mkdir(parents=True)
     try:
+        source, options = await _intake(request, folder)
+        if options.get("separate") == "on" and not _separation_possible(request):
+            raise ApiError(422, "separation_unavailable",
+                           f"separate=on, but drum separation is unavailable: {request.app.state.separation.reason}; "
+                           "submit with separate=auto or off")
+        await run_in_threadpool(store.create, source, options, job_id)
+    except BaseException:
+        await run_in_threadpool(shutil.rmtree, folder, True)
+        raise
+    return JSONResponse({"id": job_id, "status": "queued"}, status_code=202,
+                        headers={"Location": f"/api/v1/jobs/{job_id}"})
+
+
+async def _intake(request: Request, folder: Path) -> tuple[dict, dict]:
+    """The job's source and options, read from an upload or a link, as ``ApiError`` when refused."""
+    settings = request.app.state.settings
+    content_type = request.headers.get("content-type", "")
+    try:
         if content_type.startswith("multipart/form-data"):
             path, name, options = await read_upload(request, folder, settings.max_upload_bytes)
             await run_in_threadpool(read_audio, path, settings.max_seconds)
-            source = {"kind": "upload", "file": path.name, "name": name}
-        elif content_type.startswith("application/json"):
-            url, options = await read_link(request)
+            return {"kind": "upload", "file": path.name, "name": name}, options
+        if content_type.startswith("application/json"):
+            url, options = await read_link(request, request.app.state.http.max_json_bytes)
             url = await run_in_threadpool(check_url, url, settings.allowed_hosts)
-            source = {"kind": "url", "url": url}
-        else:
-            raise ApiError(415, "unsupported_media", "send multipart/form-data with a file, or JSON with a url")
+            return {"kind": "url", "url": url}, options
     except AudioError as error:
-        shutil.rmtree(folder, ignore_errors=True)
         reason = str(error).split(": ", 1)[-1]  # drop our internal file name
         raise ApiError(audio_error_status(error), error.code, f"the recording cannot be used: {reason}") from None
     except IngestError as error:
-        shutil.rmtree(folder, ignore_errors=True)
         raise ApiError(error.status, error.code, str(error)) from None
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    if options.get("separate") == "on" and not _separation_possible(request):
-        shutil.rmtree(folder, ignore_errors=True)
-        raise ApiError(422, "separation_unavailable",
-                       f"separate=on, but drum separation is unavailable: {request.app.state.separation.reason}; "
-                       "submit with separate=auto or off")
-    await run_in_threadpool(store.create, source, options, job_id)
-    return JSONResponse({"id": job_id, "status": "queued"}, status_code=202,
-                        headers={"Location": f"/api/v1/jobs/{job_id}"})
+    raise ApiError(415, "unsupported_media", "send multipart/form-data with a file, or JSON with a url")
 
 
 def _separation_possible(request: Request) -> bool:

@@ -19,18 +19,22 @@ import asyncio
 import json
 import logging
 import os
+import weakref
+from typing import Literal
 
 import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from stream.gateway import Gateway, ProtocolError
 from stream.runner import LiveRunner, SessionTooLong
+from web.bodies import read_json, validate
 from web.errors import ApiError
 
 log = logging.getLogger("drumscribe.rtc")
@@ -54,11 +58,25 @@ def ice_servers_from_env(value: str | None = None) -> list[str]:
 
 
 class RtcPeers:
-    """The open peer connections of the app; closed all at once on shutdown."""
+    """The open peer connections of the app; closed all at once on shutdown.
 
-    def __init__(self, ice_servers: list[str] | None = None) -> None:
+    Each holds UDP sockets from its offer on, before any session opens, so offers are
+    capped: ``per_address`` open peers per client address (``DRUMSCRIBE_RTC_PER_ADDRESS``),
+    and as many in all as the gateway has session slots."""
+
+    def __init__(self, ice_servers: list[str] | None = None, per_address: int | None = None) -> None:
         self.ice_servers = ice_servers_from_env() if ice_servers is None else ice_servers
+        self.per_address = int(os.environ.get("DRUMSCRIBE_RTC_PER_ADDRESS", "4")) if per_address is None else per_address
         self.peers: set[Peer] = set()
+        self.addresses: weakref.WeakKeyDictionary[Peer, str] = weakref.WeakKeyDictionary()
+
+    def refusal(self, address: str, total: int) -> str | None:
+        """Why a new offer from ``address`` is refused, or None."""
+        if len(self.peers) >= total:
+            return f"the server holds its limit of {total} WebRTC connections; try again later"
+        if sum(1 for peer in self.peers if self.addresses.get(peer) == address) >= self.per_address:
+            return f"this address holds its limit of {self.per_address} WebRTC connections"
+        return None
 
     def configuration(self) -> RTCConfiguration:
         return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in self.ice_servers])
@@ -299,19 +317,26 @@ def pcm_bytes(frame: av.AudioFrame) -> bytes:
     return np.ascontiguousarray(array, dtype="<i2").tobytes()
 
 
+class Offer(BaseModel):
+    """The body of ``POST /api/v1/rtc/offer``."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["offer"]
+    sdp: str = Field(min_length=1, max_length=MAX_OFFER_BYTES)
+    separate: bool = False
+
+
 async def offer(request: Request) -> Response:
-    if int(request.headers.get("content-length") or 0) > MAX_OFFER_BYTES:
-        raise ApiError(413, "too_large", "the offer is too large")
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "send JSON {\"sdp\": …, \"type\": \"offer\"}") from None
-    if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
-        raise ApiError(400, "invalid_offer", "send JSON {\"sdp\": …, \"type\": \"offer\"}")
+    body = validate(Offer, await read_json(request, MAX_OFFER_BYTES), "invalid_offer")
     peers: RtcPeers = request.app.state.rtc
-    peer = Peer(peers, request.app.state.gateway, separate=bool(body.get("separate", False)))
+    address = request.client.host if request.client else ""
+    refusal = peers.refusal(address, request.app.state.gateway.settings.max_sessions)
+    if refusal is not None:
+        raise ApiError(429, "busy", refusal, {"Retry-After": "10"})
+    peer = Peer(peers, request.app.state.gateway, separate=body.separate)
+    peers.addresses[peer] = address
     try:
-        await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
+        await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=body.sdp, type="offer"))
         if not any(t.kind == "audio" for t in peer.pc.getTransceivers()):
             raise ValueError("it has no audio track")
         shorten_jitter_buffers(peer.pc)

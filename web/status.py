@@ -1,4 +1,9 @@
-"""``/api/v1/health`` and ``/metrics``: what an operator and Prometheus look at."""
+"""``/api/v1/health`` and ``/metrics``: what an operator and Prometheus look at.
+
+Both are open to anyone who can reach the server, so they show counts, not worker host
+names and PIDs or Redis' address in an error; ``DRUMSCRIBE_HEALTH_DETAILS=1`` adds those
+to ``/health`` where only operators can reach it.
+"""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -12,19 +17,19 @@ from models.detector import Detector
 from models.separation import Separation
 
 
-def _health(store: JobStore, detector: Detector, separation: Separation) -> dict:
+def _health(store: JobStore, detector: Detector, separation: Separation, details: bool) -> dict:
     try:
         store.redis.ping()
         redis_ok, workers = True, store.live_workers()
         waiting, running = store.queue_depth()
     except Exception as error:  # any Redis failure is exactly what health must report
-        return {"status": "unavailable", "redis": {"ok": False, "error": str(error)},
-                "separation": separation.status()}
+        redis = {"ok": False, "error": str(error) if details else type(error).__name__}
+        return {"status": "unavailable", "redis": redis, "separation": separation.status()}
     card = detector.card
     return {
         "status": "ok" if workers else "degraded",
         "redis": {"ok": redis_ok, "embedded": hasattr(store.redis, "embedded_server")},
-        "workers": {"alive": len(workers), "names": sorted(workers)},
+        "workers": {"alive": len(workers), **({"names": sorted(workers)} if details else {})},
         "queue": {"waiting": waiting, "running": running},
         "model": {"name": card.name, "version": card.version, "lookahead_ms": card.lookahead_ms,
                   "sample_rate": card.sample_rate},
@@ -34,7 +39,8 @@ def _health(store: JobStore, detector: Detector, separation: Separation) -> dict
 
 async def health(request: Request) -> Response:
     state = request.app.state
-    report = await run_in_threadpool(_health, state.store, state.detector, state.separation)
+    report = await run_in_threadpool(_health, state.store, state.detector, state.separation,
+                                     state.http.health_details)
     return JSONResponse(report, status_code=200 if report["status"] != "unavailable" else 503)
 
 

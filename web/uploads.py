@@ -1,28 +1,41 @@
-"""Reading a job submission: a multipart upload streamed to disk, or a JSON body with a link."""
+"""Reading a job submission: a multipart upload streamed to disk, or a JSON body with a link.
+
+Both are validated by schema: ``separate`` one of auto/on/off, ``title`` at most
+``MAX_TITLE`` characters (a file name's longest, as the page sends a file's name), a link
+at most ``MAX_URL`` characters, and nothing else.
+"""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from batch.ingest import TooLarge
+from web.bodies import read_json, validate
 from web.errors import ApiError
 
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file part
-SEPARATE_CHOICES = ("auto", "on", "off")
-MAX_TITLE = 200
+MAX_TITLE = 256
+MAX_URL = 2048
 
 
-def options_of(fields: dict) -> dict:
-    separate = str(fields.get("separate") or "auto")
-    if separate not in SEPARATE_CHOICES:
-        raise ApiError(400, "invalid_option", f"separate must be one of {', '.join(SEPARATE_CHOICES)}")
-    title = str(fields.get("title") or "").strip()[:MAX_TITLE]
-    return {"separate": separate, "title": title}
+class JobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+
+    separate: Literal["auto", "on", "off"] = "auto"
+    title: str = Field(default="", max_length=MAX_TITLE)
+
+    def as_dict(self) -> dict:
+        return {"separate": self.separate, "title": self.title}
+
+
+class LinkSubmission(JobOptions):
+    url: str = Field(min_length=1, max_length=MAX_URL)
 
 
 async def _limited(request: Request, limit: int):
@@ -44,27 +57,24 @@ async def read_upload(request: Request, folder: Path, limit: int) -> tuple[Path,
         form = await parser.parse()
     except MultiPartException as error:
         raise ApiError(400, "invalid_upload", str(error)) from None
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise ApiError(400, "invalid_upload", "send the recording as a multipart field named 'file'")
-    name = Path(upload.filename or "upload").name
-    path = folder / ("input" + Path(name).suffix.lower()[:8])
     try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "invalid_upload", "send the recording as a multipart field named 'file'")
+        fields = {key: value for key, value in form.multi_items() if key != "file"}
+        options = validate(JobOptions, fields, "invalid_option").as_dict()
+        name = Path(upload.filename or "upload").name
+        path = folder / ("input" + Path(name).suffix.lower()[:8])
         with path.open("wb") as out:
             shutil.copyfileobj(upload.file, out, 1024 * 1024)
     finally:
         await form.close()
     if path.stat().st_size > limit:
         raise TooLarge(limit)
-    return path, name, options_of(dict(form))
+    return path, name, options
 
 
-async def read_link(request: Request) -> tuple[str, dict]:
+async def read_link(request: Request, max_json_bytes: int) -> tuple[str, dict]:
     """The ``url`` and options of a JSON submission."""
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
-    if not isinstance(body, dict) or not isinstance(body.get("url"), str):
-        raise ApiError(400, "invalid_request", 'send {"url": "https://www.youtube.com/watch?v=..."} or a file upload')
-    return body["url"], options_of(body)
+    link = validate(LinkSubmission, await read_json(request, max_json_bytes), "invalid_request")
+    return link.url, link.as_dict()
