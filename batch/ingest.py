@@ -1,19 +1,18 @@
 """Getting a recording onto disk: streamed uploads with a size limit, and YouTube links.
 
-Links are checked before anything is fetched: http(s) only, no credentials, and the host
-must be on the allow-list (YouTube's hosts by default). IP literals, ``localhost`` and
-hosts resolving to private, loopback or link-local addresses are refused unless the
-operator listed that exact host. Downloads go through the ``yt-dlp`` library, audio only
-and without post-processing, so no ``ffmpeg`` binary is needed: PyAV decodes the result.
+Links are checked before anything is queued (``batch.links``: length, http(s), no credentials,
+no port but the default, an allowed host, public addresses) and stored in normal form. Downloads
+go through the ``yt-dlp`` library (``batch.fetch``): YouTube's extractors only for YouTube links,
+every request and redirect checked before it is sent, audio only and without post-processing,
+so no ``ffmpeg`` binary is needed: PyAV decodes the result. A failed download's message is
+ours or the server's status, never a URL it was sent to.
 """
 from __future__ import annotations
 
-import ipaddress
-import socket
+import re
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from batch.config import YOUTUBE_HOSTS
+from batch.links import LinkRefused, check_link, parse
 from models.audio import AudioError
 
 
@@ -31,45 +30,11 @@ class TooLarge(IngestError):
 
 
 def check_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
-    """The URL, if it may be fetched; else ``IngestError`` (400) saying why."""
+    """The link in normal form, if it may be fetched; else ``IngestError`` (400) saying why."""
     try:
-        parts = urlsplit(url.strip())
-        host = (parts.hostname or "").lower()
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:
-        raise IngestError(400, "invalid_url", "that is not a valid link") from None
-    if parts.scheme not in ("http", "https"):
-        raise IngestError(400, "invalid_url", "only http and https links are accepted")
-    if not host:
-        raise IngestError(400, "invalid_url", "the link has no host")
-    if parts.username or parts.password:
-        raise IngestError(400, "invalid_url", "links with a user name or password are refused")
-    if host not in allowed_hosts:
-        raise IngestError(400, "host_not_allowed", f"links to {host} are not accepted; use a YouTube link")
-    if _is_internal(host) and not _listed_literally(host, allowed_hosts):
-        raise IngestError(400, "host_not_allowed", f"{host} is a local or private address")
-    return url.strip()
-
-
-def _listed_literally(host: str, allowed_hosts: tuple[str, ...]) -> bool:
-    """True only for a local name or address the operator listed on purpose (tests, intranets)."""
-    return host in allowed_hosts and host not in YOUTUBE_HOSTS
-
-
-def _is_internal(host: str) -> bool:
-    """An IP literal, localhost, or a name that resolves to a non-public address."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        return True  # links name hosts; bare addresses are refused
-    except ValueError:
-        pass
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return False  # unresolvable here; the download will fail with its own message
-    return any(not ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses)
+        return check_link(url, allowed_hosts).url
+    except LinkRefused as error:
+        raise IngestError(400, error.code, str(error)) from None
 
 
 async def save_upload(chunks, dest: Path, limit: int) -> int:
@@ -86,12 +51,14 @@ async def save_upload(chunks, dest: Path, limit: int) -> int:
 
 def audio_error_status(error: AudioError) -> int:
     """The HTTP status for an unusable recording."""
-    return {"unsupported_media": 415, "too_long": 413, "not_found": 400}.get(error.code, 422)
+    return {"unsupported_media": 415, "too_long": 413, "too_large": 413, "not_found": 400}.get(error.code, 422)
 
 
 def download(url: str, folder: Path, max_bytes: int, max_seconds: float) -> Path:
-    """Fetch the audio of ``url`` into ``folder`` with yt-dlp; returns the file."""
+    """Fetch the audio of ``url`` (as ``check_url`` left it) into ``folder``; returns the file."""
     import yt_dlp
+
+    from batch.fetch import GuardedYoutubeDL
 
     def too_long(info: dict, *, incomplete: bool) -> str | None:
         duration = info.get("duration")
@@ -114,15 +81,55 @@ def download(url: str, folder: Path, max_bytes: int, max_seconds: float) -> Path
         "cachedir": False,
     }
     try:
-        with yt_dlp.YoutubeDL(options) as ydl:
-            info = ydl.extract_info(url, download=True)
+        link = parse(url)
+    except LinkRefused as error:  # a job queued before links were normalised
+        raise AudioError("unsupported_media", f"could not download the link: {error}") from None
+    try:
+        with GuardedYoutubeDL(link, options) as ydl:
+            info = ydl.extract_info(url, download=False, process=False) or {}
+            if info.get("_type") in ("playlist", "multi_video"):
+                raise AudioError("unsupported_media", "the link is a playlist or channel; link one video")
+            info = ydl.process_ie_result(info, download=True) or {}
     except yt_dlp.utils.DownloadError as error:
-        message = str(error).removeprefix("ERROR: ")
-        raise AudioError("unsupported_media", f"could not download the link: {message}") from None
-    reason = too_long(info or {}, incomplete=False)
+        raise AudioError("unsupported_media", f"could not download the link: {_reason(error)}") from None
+    reason = too_long(info, incomplete=False)
     if reason:
         raise AudioError("too_long", reason)
     files = [p for p in folder.glob("download.*") if not p.name.endswith((".part", ".ytdl"))]
     if not files:
         raise AudioError("unsupported_media", "the link gave no audio (too large, or not a video)")
     return files[0]
+
+
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+def _reason(error: Exception) -> str:
+    """Why a download failed, fit to show anyone: no URL it was sent to, no internal host."""
+    from yt_dlp.networking.exceptions import HTTPError, TransportError
+
+    from batch.fetch import FetchRefused
+
+    for cause in _causes(error):
+        if isinstance(cause, FetchRefused):
+            return str(cause)
+        if isinstance(cause, HTTPError):
+            return f"the server answered HTTP {cause.status}"
+        if isinstance(cause, TransportError):
+            return "the server could not be reached"
+    return _URL.sub("(a link)", str(error).removeprefix("ERROR: "))
+
+
+def _causes(error: Exception) -> list[BaseException]:
+    """``error`` and what caused it, as yt-dlp chains them (``exc_info``, ``cause``, ``__cause__``)."""
+    found: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending and len(found) < 16:
+        item = pending.pop(0)
+        if item is None or any(item is seen for seen in found):
+            continue
+        found.append(item)
+        exc_info = getattr(item, "exc_info", None)
+        pending += [exc_info[1] if isinstance(exc_info, tuple) else None, getattr(item, "cause", None),
+                    item.__cause__, item.__context__]
+    return found

@@ -154,7 +154,7 @@ def test_link_is_downloaded_with_yt_dlp_from_an_allowed_host(settings, beat_wav,
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        widened = dataclasses.replace(settings, allowed_hosts=("127.0.0.1",))
+        widened = dataclasses.replace(settings, allowed_hosts=(f"127.0.0.1:{server.server_port}",))
         with TestClient(create_app(widened)) as client:
             url = f"http://127.0.0.1:{server.server_port}/beat.ogg"
             response = client.post("/api/v1/jobs", json={"url": url, "title": "Linked"})
