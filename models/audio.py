@@ -74,7 +74,8 @@ class _Probe:
     seconds: float | None
 
 
-# (frames, channels) float32 chunks and their rate; the iterator raises AudioError for a cut-off file.
+# (frames, channels) float32 chunks and their rate, which stays that of the first chunk; the
+# iterator raises AudioError for a cut-off file.
 _Chunks = Iterator[tuple[np.ndarray, int]]
 
 
@@ -178,7 +179,7 @@ def _collect(path: Path, probe: _Probe, chunks: _Chunks, max_seconds: float | No
     rate = out_rate = channels = 0
     frames, peak, samples = 0, 0.0, _Samples(0)
     for chunk, chunk_rate in chunks:
-        if not frames:  # the first chunk: what the decoder really gives, whatever the header said
+        if not out_rate:  # the first chunk: what the decoder really gives, whatever the header said
             rate, channels = chunk_rate, chunk.shape[1]
             _check_format(path, channels, rate, limits)
             out_rate = rate_out or min(rate, KEEP_RATE)
@@ -186,8 +187,6 @@ def _collect(path: Path, probe: _Probe, chunks: _Chunks, max_seconds: float | No
                 resampler = soxr.ResampleStream(rate, out_rate, 1, dtype="float32", quality=RESAMPLER_QUALITY)
             stated = probe.seconds if probe.seconds is not None else 0.0
             samples = _Samples(math.ceil(min(stated, max_seconds or stated) * out_rate) + 1)
-        elif chunk_rate != rate or chunk.shape[1] != channels:
-            raise AudioError("unsupported_media", f"{path.name}: the audio changes format partway")
         frames += len(chunk)
         _check_size(path, channels, rate, frames / rate, max_seconds, limits)
         mono = to_mono(chunk)
