@@ -3,6 +3,10 @@
 Both are open to anyone who can reach the server, so they show counts, not worker host
 names and PIDs or Redis' address in an error; ``DRUMSCRIBE_HEALTH_DETAILS=1`` adds those
 to ``/health`` where only operators can reach it.
+
+Health is ``ok``; ``degraded`` (still HTTP 200: the API takes jobs, but no worker has read the
+queue within the heartbeat TTL, so nothing gets done; ``reason`` says whether jobs wait); or
+``unavailable`` (HTTP 503: Redis does not answer). Every figure costs O(1) Redis work per request.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ def _health(store: JobStore, detector: Detector, separation: Separation, details
         redis = {"ok": False, "error": str(error) if details else type(error).__name__}
         return {"status": "unavailable", "redis": redis, "separation": separation.status()}
     card = detector.card
-    return {
+    report = {
         "status": "ok" if workers else "degraded",
         "redis": {"ok": redis_ok, "embedded": hasattr(store.redis, "embedded_server")},
         "workers": {"alive": len(workers), **({"names": sorted(workers)} if details else {})},
@@ -35,6 +39,10 @@ def _health(store: JobStore, detector: Detector, separation: Separation, details
                   "sample_rate": card.sample_rate},
         "separation": separation.status(),
     }
+    if not workers:
+        report["reason"] = (f"{waiting} waiting job(s), and no worker reads the queue" if waiting
+                            else "no worker reads the queue: new jobs would wait")
+    return report
 
 
 async def health(request: Request) -> Response:
@@ -51,14 +59,15 @@ class ServiceCollector:
         self.store, self.detector = store, detector
 
     def collect(self):
-        jobs = GaugeMetricFamily("drumscribe_jobs", "Jobs by state (recent jobs kept in Redis)", labels=["state"])
+        jobs = GaugeMetricFamily("drumscribe_jobs", "Jobs held in Redis (within retention) by state", labels=["state"])
         for state, count in self.store.count_by_state().items():
             jobs.add_metric([state], count)
         yield jobs
         waiting, running = self.store.queue_depth()
         yield GaugeMetricFamily("drumscribe_queue_waiting", "Queued entries no worker has taken", value=waiting)
         yield GaugeMetricFamily("drumscribe_queue_running", "Entries held by a worker", value=running)
-        yield GaugeMetricFamily("drumscribe_workers", "Workers with a fresh heartbeat", value=len(self.store.live_workers()))
+        yield GaugeMetricFamily("drumscribe_workers", "Workers that read the queue within the heartbeat TTL",
+                               value=len(self.store.live_workers()))
         stages = SummaryMetricFamily("drumscribe_stage_seconds", "Time spent per pipeline stage", labels=["stage"])
         for stage, (total, count) in self.store.stage_totals().items():
             stages.add_metric([stage], count_value=count, sum_value=total)
