@@ -52,6 +52,17 @@ end
 return 1
 """
 
+# Record and queue a new job ARGV[1] created at ARGV[2] with fields ARGV[3..], once: a create
+# retried after its reply was lost finds the job there and queues nothing twice.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'queued', 1)
+redis.call('XADD', KEYS[4], '*', 'job', ARGV[1])
+return 1
+"""
+
 # Delete job ARGV[1]; with a time ARGV[2], only if it is finished and unchanged since then.
 # 1: deleted; 0: no such job (its stale entry in the recent list is dropped); -1: kept.
 _DELETE = """
@@ -100,6 +111,7 @@ class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
+        self._create = client.register_script(_CREATE)
         self._set = client.register_script(_SET)
         self._delete = client.register_script(_DELETE)
         self._beat = client.register_script(_BEAT)
@@ -135,12 +147,9 @@ class JobStore:
             "created": now, "updated": now, "attempts": 0, "owner": "",
             "source": json.dumps(source), "options": json.dumps(options),
         }
-        pipe = self.redis.pipeline()
-        pipe.hset(self.key(job_id), mapping=record)
-        pipe.zadd(RECENT_KEY, {job_id: now})
-        pipe.hincrby(COUNTS_KEY, "queued", 1)
-        pipe.xadd(self.settings.stream_name, {"job": job_id})
-        pipe.execute()
+        fields = [item for pair in record.items() for item in pair]
+        self._create(keys=[self.key(job_id), RECENT_KEY, COUNTS_KEY, self.settings.stream_name],
+                     args=[job_id, now, *fields])
         return job_id
 
     def get(self, job_id: str) -> dict:

@@ -229,6 +229,9 @@ def test_counters_follow_every_state_change_and_are_rebuilt_when_lost(settings, 
     store.cancel(ids[3])
     store.cancel(ids[0])  # finished: cancelling changes nothing
     store.delete(ids[1])
+    queued = store.redis.xlen(settings.stream_name)
+    store.create({"kind": "upload", "file": "input.wav"}, {}, ids[4])  # a create retried after a lost reply
+    assert store.redis.xlen(settings.stream_name) == queued
     assert store.count_by_state() == actual_counts(store) == {
         "queued": 1, "running": 0, "succeeded": 1, "failed": 0, "cancelled": 2}
     store.redis.delete("drumscribe:counts")  # an upgrade from before the counters, or lost keys
