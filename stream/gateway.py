@@ -4,24 +4,32 @@ client → ``start`` (text), PCM frames (binary), ``stop`` (text)
 server → ``ready``, ``hits``, ``tempo``, ``notation``, ``final``, ``error``
 
 Close codes: 1000 after ``final``; 1003 for wrong data (binary before ``start``,
-malformed JSON, unknown messages, a bad format); 1008 for policy (idle, too long);
-1009 for a frame over the limit; 1013 when the gateway is full. Every session that got
-``ready`` is finalized, however it ends, and stays reachable by its ``session_id``.
+malformed or too deeply nested JSON, unknown messages, a bad ``start``); 1008 for policy
+(idle, too long, too slow, too many sessions from one address); 1009 for a frame or text
+message over the limit; 1011 when the score could not be queued; 1013 when the gateway is
+full. Every session that got ``ready`` is recorded to disk as it streams and finalized,
+however it ends, and stays reachable by its ``session_id``.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import math
+import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from models.detector import Detector
 from models.separation import Separator
+from stream import bounded_json
 from stream.batcher import InferenceBatcher
 from stream.config import LiveSettings
-from stream.pcm import FormatError, PcmFormat
+from stream.pace import SessionTooSlow
+from stream.pcm import FormatError, StartMessage
+from stream.recording import Recording
 from stream.runner import Finalizer, LiveRunner, NotationRenderer, SessionTooLong
 from stream.separated import SeparatedRunner, SeparatedSession
 from stream.session import LiveSession
@@ -31,7 +39,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("drumscribe.live")
 
-NORMAL, WRONG_DATA, POLICY, TOO_BIG, TRY_AGAIN = 1000, 1003, 1008, 1009, 1013
+NORMAL, WRONG_DATA, POLICY, TOO_BIG, SERVER_ERROR, TRY_AGAIN = 1000, 1003, 1008, 1009, 1011, 1013
+FAILURES_KEPT = 1000  # sessions whose finalizing failed, remembered for ``GET /sessions/{id}``
+FINALIZE_FAILED = "the score could not be queued; the recording is kept on the server"
+JSON_CLOSE = {"too_large": ("too_big", TOO_BIG), "too_deep": ("too_deep", WRONG_DATA),
+              "invalid_json": ("invalid_json", WRONG_DATA)}
 
 
 class ProtocolError(Exception):
@@ -41,11 +53,16 @@ class ProtocolError(Exception):
 
 
 class Gateway:
-    """Shared by all live sessions of a process: the batchers (network, separation), one registry, the limits."""
+    """Shared by all live sessions of a process: the batchers (network, separation), one registry, the limits.
 
-    def __init__(self, detector: Detector, settings: LiveSettings, finalizer: Finalizer,
+    ``finalizer`` records and scores the sessions; its batch limit bounds theirs. Without one
+    (benchmarks) sessions are neither recorded nor scored.
+    """
+
+    def __init__(self, detector: Detector, settings: LiveSettings, finalizer: Finalizer | None,
                  notation: NotationRenderer | None = None, separator: Separator | None = None) -> None:
-        self.detector, self.settings = detector, settings
+        self.detector = detector
+        self.settings = settings.within(finalizer.max_seconds) if finalizer is not None else settings
         self.finalizer, self.notation = finalizer, notation
         self.separation_available = separator is not None
         self.batcher = InferenceBatcher(detector.model, max_wait=settings.batch_wait)
@@ -55,6 +72,7 @@ class Gateway:
 
             self.separation = SeparationBatcher(separator, settings.separation_wait, settings.separation_batch)
         self.sessions: dict[str, LiveRunner] = {}
+        self.failures: OrderedDict[str, dict] = OrderedDict()  # session id -> its state, once finalizing failed
         self._finalizing: set[asyncio.Task] = set()
 
     def ready_message(self, session: LiveSession) -> dict:
@@ -62,26 +80,46 @@ class Gateway:
                 "sample_rate": self.detector.card.sample_rate, "separate": session.separate,
                 "separation_available": self.separation_available}
 
+    def admit(self, client: str, start: dict, emit) -> LiveRunner:
+        """``open_session`` for a client address; ``ProtocolError`` when that address has its share open."""
+        held = sum(1 for runner in self.sessions.values() if runner.client == client and runner.open)
+        if held >= self.settings.max_per_client:
+            raise ProtocolError("busy", f"at most {self.settings.max_per_client} live sessions per client address; "
+                                "stop one first", POLICY)
+        runner = self.open_session(start, emit)
+        runner.client = client
+        return runner
+
     def open_session(self, start: dict, emit) -> LiveRunner:
-        """A runner for a ``start`` message; ``ProtocolError`` when full or the format is wrong."""
+        """A runner for a ``start`` message; ``ProtocolError`` when full or the message is wrong."""
         if len(self.sessions) >= self.settings.max_sessions:
             raise ProtocolError("busy", "the live gateway is full; try again shortly", TRY_AGAIN)
         try:
-            fmt = PcmFormat.parse(start)
+            message = StartMessage.parse(start)
         except FormatError as error:
-            raise ProtocolError("invalid_format", str(error), WRONG_DATA) from None
-        separate = start.get("separate", False)
-        if not isinstance(separate, bool):
-            raise ProtocolError("invalid_format", "separate must be true or false", WRONG_DATA)
-        if separate and self.separation is not None:  # without a separator, ready says "separate": false
-            session = SeparatedSession(self.detector, fmt, self.separation.separator)
+            raise ProtocolError("invalid_start", str(error), WRONG_DATA) from None
+        fmt, limit = message.format, self.settings.max_session_seconds
+        recording = self._recording(message)
+        if message.separate and self.separation is not None:  # without a separator, ready says "separate": false
+            session = SeparatedSession(self.detector, fmt, self.separation.separator, recording=recording,
+                                       max_seconds=limit)
             runner = SeparatedRunner(session, self.batcher, self.separation, self.settings, emit, self.finalizer,
                                      self.notation)
         else:
-            session = LiveSession(self.detector, fmt)
+            session = LiveSession(self.detector, fmt, recording=recording, max_seconds=limit)
             runner = LiveRunner(session, self.batcher, self.settings, emit, self.finalizer, self.notation)
         self.sessions[session.id] = runner
         return runner
+
+    def _recording(self, message: StartMessage) -> Recording | None:
+        if self.finalizer is None:
+            return None
+        try:
+            return self.finalizer.recording(message.format)
+        except OSError as error:  # a full or read-only disk: no session rather than one that cannot be kept
+            log.error("cannot start a live recording: %r", error)
+            raise ProtocolError("unavailable", "the server cannot record right now; try again later",
+                                TRY_AGAIN) from None
 
     def close_session(self, runner: LiveRunner) -> None:
         """Finish the session in the background (the client may be gone) and forget it once done."""
@@ -93,8 +131,28 @@ class Gateway:
             self.sessions.pop(runner.session.id, None)
             if not done.cancelled() and done.exception() is not None:
                 log.error("finalizing session %s failed: %r", runner.session.id, done.exception())
+                self._remember_failure(runner)
 
         task.add_done_callback(forget)
+
+    def _remember_failure(self, runner: LiveRunner) -> None:
+        """Keep a failed session answerable by id (its recording stays in its folder on disk)."""
+        session = runner.session
+        self.failures[session.id] = {"session_id": session.id, "status": "failed", "error": FINALIZE_FAILED,
+                                     "seconds": round(session.seconds, 3), "hits_total": len(session.hits)}
+        while len(self.failures) > FAILURES_KEPT:
+            self.failures.popitem(last=False)
+
+    async def _final(self, runner: LiveRunner) -> dict:
+        """Finalize after ``stop`` and wait for the ``final`` message."""
+        self.close_session(runner)
+        try:
+            return await asyncio.wait_for(asyncio.shield(runner.finalize()), self.settings.finalize_timeout)
+        except asyncio.TimeoutError:
+            raise
+        except Exception:
+            raise ProtocolError("finalize_failed", f"{FINALIZE_FAILED} (session {runner.session.id})",
+                                SERVER_ERROR) from None
 
     async def shutdown(self) -> None:
         for runner in list(self.sessions.values()):
@@ -110,19 +168,20 @@ class Gateway:
         await websocket.accept()
         connection = _Connection(websocket, self.settings)
         runner: LiveRunner | None = None
+        client = websocket.client.host if websocket.client is not None else ""
         try:
-            runner = self.open_session(await connection.start(), connection.emit)
+            runner = self.admit(client, await connection.start(), connection.emit)
             connection.emit(self.ready_message(runner.session))
             while True:
-                kind, payload = await connection.receive()
+                kind, payload = await connection.receive(until=runner.pace.deadline)
                 if kind == "bytes":
                     await runner.audio(payload)
+                runner.check_pace()
+                if kind != "text":
                     continue
                 if payload.get("type") != "stop":
                     raise ProtocolError("unexpected_message", f"unexpected message {payload.get('type')!r}", WRONG_DATA)
-                self.close_session(runner)
-                final = await asyncio.wait_for(asyncio.shield(runner.finalize()), self.settings.finalize_timeout)
-                connection.emit(final)
+                connection.emit(await self._final(runner))
                 await connection.close(NORMAL)
                 return
         except ProtocolError as error:
@@ -130,6 +189,9 @@ class Gateway:
             await connection.close(error.close)
         except SessionTooLong as error:
             connection.emit({"type": "error", "code": "too_long", "message": str(error)})
+            await connection.close(POLICY)
+        except SessionTooSlow as error:
+            connection.emit({"type": "error", "code": "too_slow", "message": str(error)})
             await connection.close(POLICY)
         except (WebSocketDisconnect, ConnectionError):
             pass
@@ -155,6 +217,7 @@ class _Connection:
         self.outbox: asyncio.Queue[dict | int] = asyncio.Queue()
         self.sender = asyncio.get_running_loop().create_task(self._send_all())
         self.overflowed = False
+        self.last_message = time.monotonic()
 
     def emit(self, message: dict) -> None:
         if self.outbox.qsize() >= self.settings.outbox_limit:
@@ -178,13 +241,20 @@ class _Connection:
             raise ProtocolError("not_started", "the first message must be start", WRONG_DATA)
         return payload
 
-    async def receive(self) -> tuple[str, bytes | dict]:
+    async def receive(self, until: float = math.inf) -> tuple[str, bytes | dict | None]:
+        """The next message as ("bytes", data) or ("text", object); ("tick", None) when the
+        monotonic time ``until`` comes first; ``ProtocolError`` after the idle timeout."""
         if self.overflowed:
             raise ConnectionError("client is not reading its messages")
+        idle_at = self.last_message + self.settings.idle_timeout
         try:
-            message = await asyncio.wait_for(self.websocket.receive(), self.settings.idle_timeout)
+            wait = max(0.0, min(idle_at, until) - time.monotonic())
+            message = await asyncio.wait_for(self.websocket.receive(), wait)
         except asyncio.TimeoutError:
+            if until < idle_at:
+                return "tick", None
             raise ProtocolError("idle", f"no audio for {self.settings.idle_timeout:g} s", POLICY) from None
+        self.last_message = time.monotonic()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         data = message.get("bytes")
@@ -193,9 +263,10 @@ class _Connection:
                 raise ProtocolError("too_big", f"frames are limited to {self.settings.max_frame_bytes} bytes", TOO_BIG)
             return "bytes", data
         try:
-            payload = json.loads(message.get("text") or "")
-        except json.JSONDecodeError:
-            raise ProtocolError("invalid_json", "a text message must be a JSON object", WRONG_DATA) from None
+            payload = bounded_json.loads(message.get("text") or "", self.settings.max_text_bytes)
+        except bounded_json.JsonRejected as error:
+            code, close = JSON_CLOSE[error.code]
+            raise ProtocolError(code, f"{error.message}; a text message must be a small JSON object", close) from None
         if not isinstance(payload, dict):
             raise ProtocolError("invalid_json", "a text message must be a JSON object", WRONG_DATA)
         return "text", payload

@@ -9,21 +9,38 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from models.peaks import Hit
 from models.runtime import Step
 from stream.batcher import InferenceBatcher
 from stream.config import LiveSettings
+from stream.pace import MinimumRate
+from stream.pcm import PcmFormat
+from stream.recording import Recording
 from stream.session import LiveSession
 
 log = logging.getLogger("drumscribe.live")
 
 Emit = Callable[[dict], None]
-Finalizer = Callable[[LiveSession], Awaitable[dict]]
 NotationRenderer = Callable[[list[Hit], float], Awaitable[tuple[str, int] | None]]  # (svg, last bar) or None
 
 
 NOTATION_GRACE_SECONDS = 2.0  # how long the end of a session waits for a notation update under way
+
+
+class Finalizer(Protocol):
+    """Where sessions are recorded and how a finished one is scored."""
+
+    @property
+    def max_seconds(self) -> float:
+        """The batch limit: the longest recording it can score."""
+
+    def recording(self, fmt: PcmFormat) -> Recording:
+        """A new recording for a session, on disk from its first frame."""
+
+    def __call__(self, session: LiveSession) -> Awaitable[dict]:
+        """Score the ended session's recording; the links for its ``final`` message."""
 
 
 class SessionTooLong(Exception):
@@ -39,10 +56,21 @@ class LiveRunner:
         self._notation_at = 0.0
         self._last_bar = -1
         self._final: asyncio.Task | None = None
+        self.client: str | None = None  # the address whose per-client share the session counts in
+        self.pace = MinimumRate(settings.min_audio_seconds, settings.pace_window, settings.pace_grace)
+
+    @property
+    def open(self) -> bool:
+        """Still taking audio (not finalizing)."""
+        return self._final is None
 
     async def audio(self, data: bytes) -> None:
-        """One frame of PCM; sends the hits it makes certain. ``SessionTooLong`` past the limit."""
+        """One frame of PCM; sends the hits it makes certain. ``SessionTooLong`` at the limit."""
         await self.advance(self.session.accept(data))
+
+    def check_pace(self) -> None:
+        """``SessionTooSlow`` when the last pace window brought too little audio."""
+        self.pace.check(self.session.seconds)
 
     async def advance(self, step: Step | None) -> None:
         """Run the network step a frame made (if any), send its hits, tempo and notation."""
@@ -52,7 +80,7 @@ class LiveRunner:
         if bpm is not None:
             self.emit({"type": "tempo", "bpm": bpm})
         self._maybe_notation()
-        if self.session.seconds > self.settings.max_session_seconds:
+        if self.session.full:
             raise SessionTooLong(f"sessions are limited to {self.settings.max_session_seconds:g} s of audio")
 
     def _send_hits(self, hits: list[Hit]) -> None:
@@ -93,9 +121,12 @@ class LiveRunner:
         return self._final
 
     async def _finalize(self) -> dict:
-        if self._notation_task is not None:  # let an update under way land before ``final``
-            await asyncio.wait([self._notation_task], timeout=NOTATION_GRACE_SECONDS)
-            self._notation_task.cancel()
-        await self.drain()
+        try:
+            if self._notation_task is not None:  # let an update under way land before ``final``
+                await asyncio.wait([self._notation_task], timeout=NOTATION_GRACE_SECONDS)
+                self._notation_task.cancel()
+            await self.drain()
+        except Exception:  # the last hits are lost, but never the recording: it is scored all the same
+            log.exception("draining session %s failed", self.session.id)
         links = await self.finalizer(self.session)
         return {"type": "final", "session_id": self.session.id, "hits_total": len(self.session.hits), **links}

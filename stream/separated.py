@@ -28,6 +28,7 @@ from models.separation import LIVE_OVERLAP, LIVE_WINDOW_SECONDS, Separator
 from stream.batcher import InferenceBatcher
 from stream.config import LiveSettings
 from stream.pcm import PcmFormat
+from stream.recording import Recording
 from stream.runner import Emit, Finalizer, LiveRunner, NotationRenderer
 from stream.session import RESAMPLER_QUALITY, LiveSession, resampler_delay_ms
 
@@ -97,8 +98,9 @@ class SeparatedSession(LiveSession):
     """
 
     def __init__(self, detector: Detector, fmt: PcmFormat, separator: Separator,
-                 window_seconds: float = LIVE_WINDOW_SECONDS, overlap: float = LIVE_OVERLAP) -> None:
-        super().__init__(detector, fmt, separate=True)
+                 window_seconds: float = LIVE_WINDOW_SECONDS, overlap: float = LIVE_OVERLAP,
+                 recording: Recording | None = None, max_seconds: float = math.inf) -> None:
+        super().__init__(detector, fmt, separate=True, recording=recording, max_seconds=max_seconds)
         self._resampler = None  # the separated input resamples on its own
         self.input = SeparatedInput(fmt.sample_rate, separator, detector.card.sample_rate, window_seconds, overlap)
         self.ended = False

@@ -1,4 +1,4 @@
-"""One live session's audio path: PCM in, hits out, recording kept for the score.
+"""One live session's audio path: PCM in, hits out, recording written to disk for the score.
 
 The session does what ``drumscribe transcribe`` does to a file, in pieces: mix to mono,
 resample with soxr (its streaming resampler gives the same samples as the one-shot
@@ -20,6 +20,7 @@ from models.peaks import Hit
 from models.runtime import Step, StepResult
 from models.tempo import estimate_bpm
 from stream.pcm import PcmDecoder, PcmFormat
+from stream.recording import Recording
 
 RESAMPLER_QUALITY = "HQ"  # the quality ``models.audio.resample`` uses offline: same samples
 TEMPO_STEP_BPM = 1.0      # a new tempo is announced when it moves by more than this
@@ -44,17 +45,22 @@ def resampler_delay_ms(rate_in: int, rate_out: int) -> float:
 
 
 class LiveSession:
-    def __init__(self, detector: Detector, fmt: PcmFormat, separate: bool = False) -> None:
+    """``recording``: where the audio goes as it arrives (None: kept nowhere, for benchmarks and
+    tests of the hit path). Audio past ``max_seconds`` is cut off; ``full`` then says so."""
+
+    def __init__(self, detector: Detector, fmt: PcmFormat, separate: bool = False,
+                 recording: Recording | None = None, max_seconds: float = math.inf) -> None:
         self.id = uuid.uuid4().hex
         self.fmt, self.separate = fmt, separate
+        self.recording = recording
+        self.max_samples = max_seconds * fmt.sample_rate
         self.detector = detector
         self.stream = detector.stream()
         self.decoder = PcmDecoder(fmt)
         rate = detector.card.sample_rate
         self._resampler = (soxr.ResampleStream(fmt.sample_rate, rate, 1, dtype="float32", quality=RESAMPLER_QUALITY)
                            if fmt.sample_rate != rate else None)
-        self._recording = bytearray()  # exactly what the client sent, whole sample frames
-        self.samples_in = 0            # at the client's rate
+        self.samples_in = 0  # at the client's rate
         self.hits: list[Hit] = []
         self.bpm: float | None = None
         self._tempo_checked_at = 0.0
@@ -71,6 +77,10 @@ class LiveSession:
     def seconds(self) -> float:
         return self.samples_in / self.fmt.sample_rate
 
+    @property
+    def full(self) -> bool:
+        return self.samples_in >= self.max_samples
+
     def accept(self, data: bytes) -> Step | None:
         """Take a PCM frame; return the network step for the frames it completes, if any."""
         samples = self._decode(data)
@@ -79,10 +89,15 @@ class LiveSession:
         return self.stream.feed(samples)
 
     def _decode(self, data: bytes) -> np.ndarray:
-        """A PCM frame as mono samples at the client's rate; the frame joins the recording."""
-        samples, pcm = self.decoder.decode(data)
+        """A PCM frame as mono samples at the client's rate, up to the session's limit; the
+        frame joins the recording."""
+        samples, frames = self.decoder.decode(data)
+        room = self.max_samples - self.samples_in
+        if len(samples) > room:
+            samples, frames = samples[:int(room)], frames[:int(room)]
         self.samples_in += len(samples)
-        self._recording += pcm
+        if self.recording is not None:
+            self.recording.append(frames)
         return samples
 
     def take(self, result: StepResult) -> list[Hit]:
@@ -116,10 +131,6 @@ class LiveSession:
             self.bpm = bpm
             return bpm
         return None
-
-    def recording(self) -> np.ndarray:
-        """Everything received as (frames, channels) in the client's sample type and rate."""
-        return self.decoder.as_array(bytes(self._recording))
 
     def sorted_hits(self) -> list[Hit]:
         return sorted(self.hits, key=hit_order)

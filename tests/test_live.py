@@ -185,9 +185,9 @@ START = {"type": "start", "sample_rate": 24000, "channels": 1, "encoding": "f32l
     (b"\x00" * 100, "not_started", 1003),
     ("{not json", "invalid_json", 1003),
     ('{"type": "stop"}', "not_started", 1003),
-    ('{"type": "start", "sample_rate": 4000, "channels": 1, "encoding": "f32le"}', "invalid_format", 1003),
-    ('{"type": "start", "sample_rate": 48000, "channels": 3, "encoding": "f32le"}', "invalid_format", 1003),
-    ('{"type": "start", "sample_rate": 48000, "channels": 1, "encoding": "mp3"}', "invalid_format", 1003),
+    ('{"type": "start", "sample_rate": 4000, "channels": 1, "encoding": "f32le"}', "invalid_start", 1003),
+    ('{"type": "start", "sample_rate": 48000, "channels": 3, "encoding": "f32le"}', "invalid_start", 1003),
+    ('{"type": "start", "sample_rate": 48000, "channels": 1, "encoding": "mp3"}', "invalid_start", 1003),
 ])
 def test_bad_openings_are_refused(settings, first, code, close):
     with app_client(settings) as client, client.websocket_connect("/api/v1/stream") as ws:

@@ -261,7 +261,7 @@ def test_without_weights_separation_is_reported_unavailable_everywhere(settings,
         assert ready["type"] == "ready" and ready["separate"] is False and ready["separation_available"] is False
         assert ready["lookahead_ms"] < 100
         error = start_live(server, "yes")
-        assert error["type"] == "error" and error["code"] == "invalid_format"
+        assert error["type"] == "error" and error["code"] == "invalid_start"
         http.close()
 
 

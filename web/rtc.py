@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
+import time
 import weakref
 from typing import Literal
 
@@ -32,7 +34,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from stream.gateway import Gateway, ProtocolError
+from stream import bounded_json
+from stream.gateway import FINALIZE_FAILED, Gateway, ProtocolError
+from stream.pace import SessionTooSlow
 from stream.runner import LiveRunner, SessionTooLong
 from web.bodies import read_json, validate
 from web.errors import ApiError
@@ -50,6 +54,7 @@ JITTER_PREFETCH = int(os.environ.get("DRUMSCRIBE_RTC_PREFETCH", "1"))
 OPUS_DELAY_SAMPLES = 312
 CONNECT_TIMEOUT = 30.0  # a peer not connected by then is dropped
 MAX_BUFFERED_BYTES = 4 << 20
+MAX_CONTROL_BYTES = 4096  # a DataChannel message; only {"type": "stop"} is expected
 
 
 def ice_servers_from_env(value: str | None = None) -> list[str]:
@@ -165,9 +170,10 @@ class Peer:
 
     def _control(self, message) -> None:
         try:
-            payload = json.loads(message) if isinstance(message, str) else None
-        except json.JSONDecodeError:
-            payload = None
+            payload = bounded_json.loads(message, MAX_CONTROL_BYTES) if isinstance(message, str) else None
+        except bounded_json.JsonRejected as error:
+            self.emit({"type": "error", "code": error.code, "message": error.message})
+            return
         if not isinstance(payload, dict) or payload.get("type") != "stop":
             self.emit({"type": "error", "code": "unexpected_message",
                        "message": "only {\"type\": \"stop\"} is expected on this channel"})
@@ -199,6 +205,10 @@ class Peer:
             self.emit({"type": "error", "code": "finalize_timeout",
                        "message": "the score is still being made; fetch it later by session id"})
             return
+        except Exception:
+            self.emit({"type": "error", "code": "finalize_failed",
+                       "message": f"{FINALIZE_FAILED} (session {runner.session.id})"})
+            return
         self.emit(final)
 
     # -- audio ------------------------------------------------------------------------
@@ -207,7 +217,7 @@ class Peer:
         start = {"type": "start", "sample_rate": RATE, "channels": channels, "encoding": "s16le",
                  "separate": self.separate}
         try:
-            runner = self.gateway.open_session(start, self.emit)
+            runner = self.gateway.admit(self.peers.addresses.get(self, ""), start, self.emit)
         except ProtocolError as error:
             self.emit({"type": "error", "code": error.code, "message": str(error)})
             self._close_soon(2.0)  # time for the error to reach the browser
@@ -219,20 +229,27 @@ class Peer:
         resampler: av.AudioResampler | None = None
         next_pts: int | None = None
         frame_bytes = skip = 0
+        last_frame = time.monotonic()
         try:
             while not self.halting:
                 self.receiving = True
+                runner, idle_at = self.runner, last_frame + self.gateway.settings.idle_timeout
+                until = runner.pace.deadline if runner is not None else math.inf  # the minimum rate's next check
                 try:
-                    frame = await asyncio.wait_for(track.recv(), self.gateway.settings.idle_timeout)
+                    frame = await asyncio.wait_for(track.recv(), max(0.0, min(idle_at, until) - time.monotonic()))
                 except MediaStreamError:
                     return
                 except asyncio.TimeoutError:
+                    if runner is not None and until < idle_at:
+                        runner.check_pace()
+                        continue
                     idle = self.gateway.settings.idle_timeout
                     self.emit({"type": "error", "code": "idle", "message": f"no audio for {idle:g} s"})
                     self._close_soon(2.0)
                     return
                 finally:
                     self.receiving = False
+                last_frame = time.monotonic()
                 if self.runner is None:
                     channels = 2 if len(frame.layout.channels) >= 2 else 1
                     resampler = av.AudioResampler(format="s16", layout="stereo" if channels == 2 else "mono", rate=RATE)
@@ -253,10 +270,14 @@ class Peer:
                     next_pts = pts + int(round(frame.samples * RATE / frame.sample_rate))
                 if pcm:
                     await self.runner.audio(pcm)
+                self.runner.check_pace()
         except SessionTooLong as error:
             self.emit({"type": "error", "code": "too_long", "message": str(error)})
             if self.stopping is None:
                 self.stopping = asyncio.get_running_loop().create_task(self._stop())
+        except SessionTooSlow as error:
+            self.emit({"type": "error", "code": "too_slow", "message": str(error)})
+            self._close_soon(2.0)  # closing finalizes the session
         except asyncio.CancelledError:
             raise
         except Exception:
