@@ -53,7 +53,8 @@ class LiveSession:
         self.id = uuid.uuid4().hex
         self.fmt, self.separate = fmt, separate
         self.recording = recording
-        self.max_samples = max_seconds * fmt.sample_rate
+        # whole samples, so that a session cut off at the limit is also ``full``
+        self.max_samples = math.floor(max_seconds * fmt.sample_rate) if math.isfinite(max_seconds) else math.inf
         self.detector = detector
         self.stream = detector.stream()
         self.decoder = PcmDecoder(fmt)
@@ -94,7 +95,7 @@ class LiveSession:
         samples, frames = self.decoder.decode(data)
         room = self.max_samples - self.samples_in
         if len(samples) > room:
-            samples, frames = samples[:int(room)], frames[:int(room)]
+            samples, frames = samples[:room], frames[:room]
         self.samples_in += len(samples)
         if self.recording is not None:
             self.recording.append(frames)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import time
 import tracemalloc
 
 import httpx
 import numpy as np
+import pytest
 import soundfile as sf
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -103,10 +105,11 @@ def test_recording_is_spooled_to_disk_and_cleaned_of_nan(settings, beat_wav):
 
 
 def test_session_limit_stays_inside_the_batch_limit(settings, beat_wav):
-    batch = dataclasses.replace(settings, max_seconds=6.0)
+    batch = dataclasses.replace(settings, max_seconds=6.00003)  # 80000.48 samples: the cut must still end it
     data = pcm(beat_wav, "s16le", 1, 16000)
     with app_client(batch, dataclasses.replace(FAST, max_session_seconds=600.0)) as client:
-        assert client.app.state.gateway.settings.max_session_seconds == 5.0
+        limit = client.app.state.gateway.settings.max_session_seconds
+        assert limit == pytest.approx(5.00003)
         with client.websocket_connect("/api/v1/stream") as ws:
             ws.send_json({"type": "start", "sample_rate": 16000, "channels": 1, "encoding": "s16le"})
             session_id = ws.receive_json()["session_id"]
@@ -114,7 +117,7 @@ def test_session_limit_stays_inside_the_batch_limit(settings, beat_wav):
             expect_error(ws, "too_long", 1008)
         session = wait_for_session(client, session_id)
         assert session["status"] == "succeeded", session
-        assert sf.info(settings.jobs_dir / session["job_id"] / "recording.flac").frames == 5 * 16000
+        assert sf.info(settings.jobs_dir / session["job_id"] / "recording.flac").frames == math.floor(limit * 16000)
 
 
 def test_one_address_holds_at_most_its_share_of_sessions(settings):
