@@ -13,6 +13,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -103,6 +104,17 @@ def page(browser):
     page.console_messages = messages
     yield page
     context.close()
+    refused = [m for m in messages if "Content Security Policy" in m]
+    assert not refused, f"the page broke its own Content-Security-Policy: {refused}"
+
+
+def wait_until(page, expression: str, timeout_ms: float = 30_000) -> None:
+    """Poll ``expression`` until it is truthy. Not ``page.wait_for_function``: its repeated
+    checks evaluate a string in the page, which the page's CSP (no 'unsafe-eval') refuses."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout_ms / 1000:g} s: {expression}"
+        page.wait_for_timeout(50)
 
 
 def screenshot(page, selector: str, name: str) -> None:
@@ -128,8 +140,7 @@ def play_live(page, server, url: str, transport: str) -> None:
         raise AssertionError(f"the live session did not start: {page.locator('#live-status').text_content()!r}; "
                              f"console: {page.console_messages}") from None
     assert live.get_attribute("data-transport") == transport, page.console_messages
-    page.wait_for_function("Number(document.querySelector('[data-testid=hit-count]').textContent) > 0",
-                           timeout=15_000)
+    wait_until(page, "Number(document.querySelector('[data-testid=hit-count]').textContent) > 0", 15_000)
     page.wait_for_timeout(LIVE_SECONDS * 1000)
     page.get_by_test_id("live-stop").click()
     try:
@@ -159,7 +170,7 @@ def play_live(page, server, url: str, transport: str) -> None:
         found = http.get(f"/api/v1/sessions/{session_id}").json()
     assert found["status"] == "succeeded" and found["job_id"] == final["job_id"]
     assert "<score-partwise" in download_text(page, "#live-result [data-testid=download-musicxml]")
-    page.wait_for_function("document.querySelector('#live-result img.score').naturalWidth > 0")
+    wait_until(page, "document.querySelector('#live-result img.score').naturalWidth > 0")
 
 
 def test_live_over_webrtc(page, server):
@@ -179,5 +190,5 @@ def test_batch_upload(page, server, beat_wav):
     assert "ready" in status.text_content()
     assert "<score-partwise" in download_text(page, "#job-result [data-testid=download-musicxml]")
     page.wait_for_selector("#recent li[data-status=succeeded] a")
-    page.wait_for_function("document.querySelector('#job-result img.score').naturalWidth > 0")
+    wait_until(page, "document.querySelector('#job-result img.score').naturalWidth > 0")
     screenshot(page, "#batch", "batch-view.png")
