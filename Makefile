@@ -10,7 +10,7 @@ TRAIN_DATA ?= train-data
 # code imports is the `separation` extra.
 DEMUCS_VERSION := 4.1.0
 
-.PHONY: install run test bench train eval clean
+.PHONY: install run test bench train train-deps eval clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,22 +33,29 @@ bench: install
 	$(BIN)/python bench/live.py
 	$(BIN)/python bench/separation.py
 
-# Render the training set from Groove MIDI through the Debian drum kits, train, export.
-# Needs: apt-get install hydrogen-drumkits fluidsynth fluid-soundfont-gm musescore-general-soundfont
-# Two stages, about 2 hours on 2 cores. Stage 1 (rendering 12 min, 10000 steps about 60 min)
-# trains from scratch; its step 5600 is fine-tuned in stage 2 (rendering 12 min, 3000 steps
-# about 40 min) on a second rendering with strummed guitars and hand percussion mixed in.
-FINETUNE_DATA := $(TRAIN_DATA)/finetune
-train: install
-	$(BIN)/python -m models.train.synth --groove $(GROOVE) --out $(TRAIN_DATA) --passes 3
-	$(BIN)/python -m models.train.train --data $(TRAIN_DATA) --checkpoint $(TRAIN_DATA)/hitnet.pt
-	$(BIN)/python -m models.train.synth --groove $(GROOVE) --out $(FINETUNE_DATA) --passes 2 --seed 4321 \
-		--band-chance 0.6 --strums --percussion-chance 0.4
-	$(BIN)/python -m models.train.train --data $(FINETUNE_DATA) --checkpoint $(FINETUNE_DATA)/hitnet.pt \
-		--init $(TRAIN_DATA)/hitnet-step5600.pt --steps 3000 --lr 5e-4 --ema 0.999
-	$(BIN)/python -m models.train.export $(FINETUNE_DATA)/hitnet.pt --out models/weights
-	# per-family thresholds tuned on the MDB development tracks, when they are at hand
-	if [ -d $(MDB) ]; then $(BIN)/python -m models.train.mdb $(MDB) --weights models/weights --tune --write; fi
+# Render the training set from Groove MIDI through sampled kits (the Debian packages below and
+# the MuldjordKit in ../shared), render a validation set with kits held out of training, train
+# one network from scratch, keep the checkpoint that scores best on the validation set and MDB
+# dev together, and tune its thresholds on both. About 2 hours on 2 cores, all of it rebuilt here.
+TRAIN_PACKAGES := hydrogen-drumkits fluidsynth fluid-soundfont-gm musescore-general-soundfont \
+	avldrums.lv2-soundfont sonic-pi-samples lmms-common
+VAL_DATA ?= val-data
+TRAIN_STEPS ?= 5000
+KEEP_STEPS ?= 3000 4000 5000
+RENDER_OPTIONS := --band-chance 0.5 --strums --percussion-chance 0.35 --room-chance 0.5
+
+train-deps:
+	dpkg -s $(TRAIN_PACKAGES) >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q --no-install-recommends $(TRAIN_PACKAGES))
+
+train: install train-deps
+	$(BIN)/python -m models.train.synth --groove $(GROOVE) --out $(TRAIN_DATA) --passes 2 $(RENDER_OPTIONS) \
+		--blend-chance 0.3 --multimic-chance 0.25
+	$(BIN)/python -m models.train.synth --groove $(GROOVE) --out $(VAL_DATA) --kits validation --split test \
+		$(RENDER_OPTIONS) --seed 99
+	$(BIN)/python -m models.train.train --data $(TRAIN_DATA) --checkpoint $(TRAIN_DATA)/hitnet.pt \
+		--steps $(TRAIN_STEPS) --ema 0.999 --keep-steps $(KEEP_STEPS)
+	$(BIN)/python -m models.train.select $(foreach s,$(KEEP_STEPS),$(TRAIN_DATA)/hitnet-step$(s).pt) \
+		--validation $(VAL_DATA) --mdb $(MDB) --out models/weights
 
 eval: install
 	$(BIN)/python -m models.train.mdb $(MDB)

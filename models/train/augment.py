@@ -1,8 +1,9 @@
-"""Room and microphone augmentation: EQ, compression, reverb, noise, gain."""
+"""Mix-bus and microphone augmentation: EQ, compression, limiting, noise, gain (rooms: ``room``)."""
 from __future__ import annotations
 
 import numpy as np
 import scipy.signal
+from audiomentations import Limiter
 
 from models.features import SAMPLE_RATE
 
@@ -51,17 +52,12 @@ def compress(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x * gain
 
 
-def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    rt60 = rng.uniform(0.15, 1.5)
-    n = int(rt60 * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
-    tail = scipy.signal.lfilter(*_shelf(rng.uniform(-12, 0), 4000, high=True), tail)
-    tail[: int(0.005 * SAMPLE_RATE)] = 0.0
-    tail /= np.sqrt(np.sum(tail**2)) + 1e-9
-    wet = scipy.signal.fftconvolve(x, tail)[: len(x)]
-    mix = rng.uniform(0.05, 0.6)
-    return (1 - mix) * x + mix * wet * np.std(x) / (np.std(wet) + 1e-9)
+def limit(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A mix-bus brick-wall limiter (audiomentations'), its settings drawn from ``rng``."""
+    threshold, attack, release = rng.uniform(-12, -2), rng.uniform(0.0005, 0.025), rng.uniform(0.05, 0.7)
+    limiter = Limiter(min_threshold_db=threshold, max_threshold_db=threshold, min_attack=attack, max_attack=attack,
+                      min_release=release, max_release=release, threshold_mode="relative_to_signal_peak", p=1.0)
+    return limiter(x.astype(np.float32), sample_rate=SAMPLE_RATE).astype(np.float64)
 
 
 def add_noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -79,8 +75,8 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = equalize(x, rng)
     if rng.random() < 0.4:
         x = compress(x, rng)
-    if rng.random() < 0.6:
-        x = reverb(x, rng)
+    if rng.random() < 0.3:
+        x = limit(x, rng)
     if rng.random() < 0.5:
         x = add_noise(x, rng)
     if rng.random() < 0.15:  # telephone / laptop mic

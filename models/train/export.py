@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from models.features import F_MAX, F_MIN, HOP, N_FFT, N_MELS, SAMPLE_RATE
-from models.network import CONTEXT_FRAMES, CONV_LOOKAHEAD, RECEPTIVE_FIELD, ConvBlock, HitNet, StreamingHitNet
+from models.network import CONTEXT_FRAMES, CONV_LOOKAHEAD, RECEPTIVE_FIELD, HitNet, StreamingHitNet
 from models.vocab import FAMILIES, INSTRUMENTS
 
 DEFAULT_THRESHOLDS = {family: 0.5 for family in FAMILIES}
@@ -64,34 +64,6 @@ def export(net: HitNet, out_dir: Path, card_extra: dict) -> Path:
     }
     (out_dir / "hitnet.json").write_text(json.dumps(card, indent=2) + "\n")
     return onnx_path
-
-
-def load_onnx_weights(net: HitNet, onnx_path: Path) -> None:
-    """Load exported weights back into ``net``, to train on from the shipped model.
-
-    The exporter folds each batch norm into the convolution before it, so the convolutions
-    take the folded weights and the norms become identities (keep them frozen when training).
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    tensors = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(str(onnx_path)).graph.initializer}
-    folded = sorted((name for name in tensors if name.startswith("onnx::Conv_")), key=lambda n: int(n.rsplit("_", 1)[1]))
-    convs = [block[0] for block in net.front if isinstance(block, ConvBlock)] + [r.conv for r in net.temporal]
-    norms = [block[1] for block in net.front if isinstance(block, ConvBlock)] + [r.norm for r in net.temporal]
-    if len(folded) != 2 * len(convs):
-        raise ValueError(f"{onnx_path}: {len(folded) // 2} folded convolutions, the network has {len(convs)}")
-    with torch.no_grad():
-        for conv, weight, bias in zip(convs, folded[0::2], folded[1::2]):
-            conv.weight.copy_(tensors[weight])
-            conv.bias.copy_(tensors[bias])
-        for norm in norms:
-            norm.reset_parameters()  # mean 0, variance 1, scale 1, shift 0
-            norm.running_var.fill_(1.0 - norm.eps)
-        for name in ("project", "head"):
-            layer = getattr(net, name)
-            layer.weight.copy_(tensors[f"step.net.{name}.weight"])
-            layer.bias.copy_(tensors[f"step.net.{name}.bias"])
 
 
 def main() -> None:

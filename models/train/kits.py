@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import mido
 import numpy as np
@@ -20,7 +21,6 @@ import soundfile as sf
 
 from models.audio import resample
 from models.features import SAMPLE_RATE
-from models.vocab import GM_NOTE, INSTRUMENTS
 
 HYDROGEN_DIR = Path("/usr/share/hydrogen/data/drumkits")
 HYDROGEN_KITS = (
@@ -28,12 +28,54 @@ HYDROGEN_KITS = (
     "Millo_MultiLayered3", "The Black Pearl 1.0", "rumpf_kit_z01_h2", "BJA_Pacific",
     "Audiophob", "VariBreaks",
 )
-SOUNDFONTS = {
-    "FluidR3_GM": (Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"), (0, 8, 16, 24, 25, 32, 40)),
-    "MuseScore_General": (Path("/usr/share/sounds/sf3/MuseScore_General_Full.sf3"), (0, 8, 16, 24, 25, 32, 40, 48)),
-    "AVL_Black_Pearl": (Path("/usr/share/sounds/sf2/Black_Pearl_4_LV2.sf2"), (0,)),
-    "AVL_Red_Zeppelin": (Path("/usr/share/sounds/sf2/Red_Zeppelin_4_LV2.sf2"), (0,)),
+# The notes each of our instruments is played with in a SoundFont's drum program.
+GM_NOTES: dict[str, tuple[int, ...]] = {
+    "kick": (36,), "snare": (38,), "snare_rim": (37,), "hihat_closed": (42,), "hihat_open": (46,),
+    "hihat_pedal": (44,), "tom_high": (48, 50), "tom_mid": (45, 47), "tom_low": (41, 43),
+    "crash": (49, 57, 55, 52), "ride": (51, 59), "ride_bell": (53,),
 }
+# The AVL kits are not General MIDI (see shared/TRAINING.md): 45/47 are the rack tom's centre
+# and edge, 41/43 the floor tom's, 48 a hi-hat swish and 50/52/58 cymbal chokes (left out).
+AVL_NOTES: dict[str, tuple[int, ...]] = {
+    "kick": (36, 35), "snare": (38, 40), "snare_rim": (37,), "hihat_closed": (42,), "hihat_open": (46,),
+    "hihat_pedal": (44,), "tom_high": (45,), "tom_mid": (47,), "tom_low": (41, 43),
+    "crash": (49, 57, 55, 60), "ride": (51, 59), "ride_bell": (53,),
+}
+AVL_PERCUSSION_NOTES: dict[str, tuple[int, ...]] = {"tambourine": (54,), "cowbell": (56,), "shaker": (64,)}
+
+
+class SoundFont(NamedTuple):
+    path: Path
+    programs: tuple[int, ...]  # the drum programs to load as kits
+    notes: dict[str, tuple[int, ...]]
+    channel: int = 9  # the AVL kits are melodic-bank presets, played on another channel
+
+
+SOUNDFONTS = {
+    "FluidR3_GM": SoundFont(Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"), (0, 8, 16, 24, 25, 32, 40), GM_NOTES),
+    "MuseScore_General": SoundFont(Path("/usr/share/sounds/sf3/MuseScore_General_Full.sf3"), (0, 8, 16, 24, 25, 32, 40, 48), GM_NOTES),
+    "AVL_Black_Pearl": SoundFont(Path("/usr/share/sounds/sf2/Black_Pearl_4_LV2.sf2"), (0,), AVL_NOTES, channel=0),
+    "AVL_Red_Zeppelin": SoundFont(Path("/usr/share/sounds/sf2/Red_Zeppelin_4_LV2.sf2"), (0,), AVL_NOTES, channel=0),
+}
+# One-shot folders: (folder, file-name rules). Sonic Pi's acoustic kit (CC0) and LMMS's drums.
+SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")
+LMMS_DIR = Path("/usr/share/lmms/samples/drums")
+SONIC_PI_RULES: tuple[tuple[str, str | None], ...] = (
+    (r"^drum_(bass|heavy_kick)", "kick"), (r"^drum_snare", "snare"),
+    (r"^drum_cymbal_closed", "hihat_closed"), (r"^drum_cymbal_open", "hihat_open"),
+    (r"^drum_cymbal_pedal", "hihat_pedal"), (r"^drum_(cymbal_(hard|soft)|splash)", "crash"),
+    (r"^drum_tom_hi", "tom_high"), (r"^drum_tom_mid", "tom_mid"), (r"^drum_tom_lo", "tom_low"),
+)
+LMMS_RULES: tuple[tuple[str, str | None], ...] = (
+    (r"distorted|hardcore|nasty|zap|electro|clap|clav|wood|shaker", None),
+    (r"^(kick|bassdrum)", "kick"), (r"sidestick|rim", "snare_rim"), (r"^snare", "snare"),
+    (r"hihat_closed", "hihat_closed"), (r"hihat_opened", "hihat_open"), (r"hihat_foot", "hihat_pedal"),
+    (r"^tom_(hi|0[12])|^tom0[12]", "tom_high"), (r"^tom_low|^tom0[45]", "tom_low"), (r"^tom", "tom_mid"),
+    (r"^ride", "ride"), (r"^crash", "crash"),
+)
+LMMS_PERCUSSION_RULES: tuple[tuple[str, str | None], ...] = (
+    (r"^shaker", "shaker"), (r"^clap", "snap"), (r"^wood|^clav", "block"),
+)
 SF_VELOCITIES = (30, 60, 90, 127)
 SF_SPACING_S = 3.0
 
@@ -61,6 +103,7 @@ class Layer:
     high: float
     audio: np.ndarray
     gain: float = 1.0
+    baked: float | None = None  # the velocity this sample was recorded at, when its loudness is real
 
 
 @dataclass
@@ -68,16 +111,15 @@ class Kit:
     name: str
     layers: dict[str, list[Layer]] = field(default_factory=dict)
 
-    def sample(self, instrument: str, velocity: float, rng: np.random.Generator) -> tuple[np.ndarray, float] | None:
-        """A sample for ``instrument`` at ``velocity`` (0..1) and the gain to play it with."""
+    def sample(self, instrument: str, velocity: float, rng: np.random.Generator) -> Layer | None:
+        """A layer for ``instrument`` at ``velocity`` (0..1), or None when the kit lacks it."""
         options = self.layers.get(instrument)
         if not options:
             return None
         fitting = [layer for layer in options if layer.low <= velocity <= layer.high]
         if not fitting:
             fitting = [min(options, key=lambda layer: min(abs(layer.low - velocity), abs(layer.high - velocity)))]
-        layer = fitting[rng.integers(len(fitting))]
-        return layer.audio, layer.gain
+        return fitting[rng.integers(len(fitting))]
 
 
 def instrument_for_name(name: str) -> str | None:
@@ -139,24 +181,30 @@ def percussion_for_name(name: str) -> str | None:
     return next((sound for pattern, sound in PERCUSSION_RULES if re.search(pattern, lowered)), None)
 
 
-def load_hydrogen_percussion() -> Kit:
-    """Every hand-percussion sample of the installed Hydrogen kits, as one kit."""
-    kit = Kit(name="hydrogen:percussion")
-    for drumkit in sorted(HYDROGEN_DIR.glob("*/drumkit.xml")):
-        for sound, layers in load_hydrogen_kit(drumkit.parent, percussion_for_name).layers.items():
+def load_percussion() -> Kit:
+    """Every sampled hand-percussion sound on hand (Hydrogen kits, AVL, LMMS), as one kit."""
+    parts = [load_hydrogen_kit(drumkit.parent, percussion_for_name) for drumkit in sorted(HYDROGEN_DIR.glob("*/drumkit.xml"))]
+    for font in SOUNDFONTS.values():
+        if font.path.exists() and font.notes is AVL_NOTES:
+            parts.append(load_soundfont_kit("avl-percussion", font, 0, AVL_PERCUSSION_NOTES))
+    if LMMS_DIR.exists():
+        parts.append(load_sample_folder("lmms-percussion", LMMS_DIR, LMMS_PERCUSSION_RULES))
+    kit = Kit(name="percussion")
+    for part in parts:
+        for sound, layers in part.layers.items():
             kit.layers.setdefault(sound, []).extend(layers)
     return kit
 
 
-def _one_shot_midi(program: int, path: Path) -> list[tuple[str, int]]:
-    """Write a MIDI file playing every instrument at every velocity, spaced apart."""
-    track = mido.MidiTrack([mido.Message("program_change", channel=9, program=program, time=0)])
+def _one_shot_midi(program: int, path: Path, notes: dict[str, tuple[int, ...]], channel: int) -> list[tuple[str, int]]:
+    """Write a MIDI file playing every note of ``notes`` at every velocity, spaced apart."""
+    track = mido.MidiTrack([mido.Message("program_change", channel=channel, program=program, time=0)])
     ticks = int(SF_SPACING_S * 960)  # 120 bpm, 480 ticks a beat -> 960 ticks a second
     order = []
-    for instrument in INSTRUMENTS:
-        for velocity in SF_VELOCITIES:
-            track.append(mido.Message("note_on", channel=9, note=GM_NOTE[instrument], velocity=velocity, time=0 if not order else ticks - 10))
-            track.append(mido.Message("note_off", channel=9, note=GM_NOTE[instrument], velocity=0, time=10))
+    for instrument, keys in notes.items():
+        for note, velocity in ((note, velocity) for note in keys for velocity in SF_VELOCITIES):
+            track.append(mido.Message("note_on", channel=channel, note=note, velocity=velocity, time=0 if not order else ticks - 10))
+            track.append(mido.Message("note_off", channel=channel, note=note, velocity=0, time=10))
             order.append((instrument, velocity))
     midi = mido.MidiFile(ticks_per_beat=480)
     midi.tracks.append(track)
@@ -177,12 +225,13 @@ def render_midi(font: Path, midi_path: Path, gain: float = 0.6) -> np.ndarray:
     return audio.mean(axis=1)
 
 
-def load_soundfont_kit(name: str, font: Path, program: int) -> Kit:
+def load_soundfont_kit(name: str, font: SoundFont, program: int, notes: dict[str, tuple[int, ...]] | None = None) -> Kit:
+    """Kit ``program`` of ``font``, each of ``notes`` (default: the font's own map) rendered at four velocities."""
     kit = Kit(name=f"sf:{name}:{program}")
     with tempfile.TemporaryDirectory() as tmp:
         midi_path = Path(tmp) / "shots.mid"
-        order = _one_shot_midi(program, midi_path)
-        audio = render_midi(font, midi_path)
+        order = _one_shot_midi(program, midi_path, notes or font.notes, font.channel)
+        audio = render_midi(font.path, midi_path)
     span = int(SF_SPACING_S * SAMPLE_RATE)
     for index, (instrument, velocity) in enumerate(order):
         shot = audio[index * span: (index + 1) * span - SAMPLE_RATE // 20]
@@ -191,16 +240,35 @@ def load_soundfont_kit(name: str, font: Path, program: int) -> Kit:
         fade = np.linspace(1.0, 0.0, SAMPLE_RATE // 50, dtype=np.float32)
         shot = shot.copy()
         shot[-len(fade):] *= fade
-        # Velocity is already baked into the rendering, so the gain is 1 at the rendered velocity.
         kit.layers.setdefault(instrument, []).append(Layer(
-            low=velocity / 127 - 0.15, high=velocity / 127 + 0.15, audio=trim_onset(shot), gain=1.0 / (velocity / 127)))
+            low=velocity / 127 - 0.15, high=velocity / 127 + 0.15, audio=trim_onset(shot), baked=velocity / 127))
+    return kit
+
+
+def load_sample_folder(name: str, folder: Path, rules: tuple[tuple[str, str | None], ...]) -> Kit:
+    """Loose one-shots named by ``rules``; a ``soft``/``hard`` in the name sets the velocity range."""
+    kit = Kit(name=name)
+    for path in sorted(folder.glob("*")):
+        sound = next((target for pattern, target in rules if re.search(pattern, path.stem.lower())), None)
+        if sound is None or path.suffix.lower() not in (".flac", ".ogg", ".wav"):
+            continue
+        try:
+            audio = _read_mono(path)
+        except sf.LibsndfileError:  # LMMS ships a few files that are not what their suffix says
+            continue
+        low, high, baked = (0.0, 0.55, 0.4) if "soft" in path.stem else (0.45, 1.0, 0.85) if "hard" in path.stem else (0.0, 1.0, None)
+        kit.layers.setdefault(sound, []).append(Layer(low, high, audio, baked=baked))
     return kit
 
 
 def all_kits() -> list[Kit]:
     """Every kit the installed packages provide (slow: call once and cache)."""
     kits = [load_hydrogen_kit(HYDROGEN_DIR / name) for name in HYDROGEN_KITS if (HYDROGEN_DIR / name).exists()]
-    for name, (font, programs) in SOUNDFONTS.items():
-        if font.exists():
-            kits.extend(load_soundfont_kit(name, font, program) for program in programs)
+    for name, font in SOUNDFONTS.items():
+        if font.path.exists():
+            kits.extend(load_soundfont_kit(name, font, program) for program in font.programs)
+    if SONIC_PI_DIR.exists():
+        kits.append(load_sample_folder("sonic-pi", SONIC_PI_DIR, SONIC_PI_RULES))
+    if LMMS_DIR.exists():
+        kits.append(load_sample_folder("lmms", LMMS_DIR, LMMS_RULES))
     return [kit for kit in kits if {"kick", "snare", "hihat_closed"} <= kit.layers.keys()]

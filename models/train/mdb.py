@@ -14,51 +14,14 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from models.audio import load_audio
 from models.detector import Detector
-from models.evaluate import FAMILIES, evaluate_many, format_table, load_onsets, scored_family
-from models.peaks import PeakPicker
-from models.features import features
-from models.runtime import HitModel, Step
-from models.vocab import FAMILY_OF
+from models.evaluate import evaluate_many, format_table, load_onsets
+from models.runtime import HitModel
+from models.train.scoring import activations, onsets, tune
+from models.train.validate import validation_items
 
 TRACKS = ("Beatles", "Britpop", "Country1", "Punk", "Reggae", "Rockabilly", "Shadows")
 KINDS = ("drums", "mix")
-CANDIDATES = [round(float(t), 2) for t in np.arange(0.15, 0.99, 0.05)]
-
-
-def activations(detector: Detector, path: Path) -> np.ndarray:
-    """The network's per-frame probabilities for a whole file (what ``transcribe`` picks peaks from)."""
-    card, model = detector.card, detector.model
-    lookahead = card.lookahead_frames
-    frames = features(load_audio(path, card.sample_rate))
-    frames = np.concatenate([frames, np.zeros((lookahead, card.n_mels), np.float32)])  # silence after the end
-    return model.run([Step(frames, model.initial_state)])[0].probabilities[lookahead:]
-
-
-def onsets(detector: Detector, probabilities: np.ndarray, thresholds: dict[str, float]) -> dict[str, list[float]]:
-    card = detector.card
-    picker = PeakPicker(card.families, card.instruments, FAMILY_OF, thresholds, card.hop / card.sample_rate)
-    found: dict[str, list[float]] = {family: [] for family in FAMILIES}
-    for hit in picker.push(probabilities) + picker.flush():
-        family = scored_family(hit.family, hit.instrument)
-        if family is not None:
-            found[family].append(hit.t)
-    return found
-
-
-def tune(detector: Detector, items: list[tuple[np.ndarray, dict]], start: dict[str, float]) -> dict[str, float]:
-    """Per family, the threshold with the best F-measure over ``items`` (families are independent)."""
-    best = dict(start)
-    for family in FAMILIES:
-        scores = {}
-        for threshold in CANDIDATES:
-            trial = {**best, family: threshold}
-            scores[threshold] = evaluate_many([(onsets(detector, p, trial), ref) for p, ref in items])[family]["f"]
-        best[family] = max(scores, key=scores.get)
-    return best
 
 
 def main() -> None:
@@ -67,6 +30,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--tune", action="store_true")
     parser.add_argument("--write", action="store_true", help="store the tuned thresholds in the model card")
+    parser.add_argument("--validation", type=Path, default=None,
+                        help="a rendered validation set (held-out kits) tuned on together with the tracks")
     args = parser.parse_args()
     model = HitModel(args.weights)
     detector = Detector(model)
@@ -84,9 +49,10 @@ def main() -> None:
     report(f"thresholds {shipped}", lambda track: shipped)
     if not args.tune:
         return
-    tuned = tune(detector, list(cached.values()), shipped)
-    report(f"tuned on all seven tracks {tuned}", lambda track: tuned)
-    held_out = {track: tune(detector, [v for (t, _), v in cached.items() if t != track], shipped) for track in TRACKS}
+    rendered = validation_items(detector, args.validation) if args.validation else []
+    tuned = tune(detector, list(cached.values()) + rendered, shipped)
+    report(f"tuned on all seven tracks{' and the validation set' if rendered else ''} {tuned}", lambda track: tuned)
+    held_out = {track: tune(detector, [v for (t, _), v in cached.items() if t != track] + rendered, shipped) for track in TRACKS}
     report("leave-one-track-out (each track scored with thresholds tuned on the others)", lambda track: held_out[track])
     if args.write:
         card_path = Path(args.weights or model.card_path.parent) / "hitnet.json"

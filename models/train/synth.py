@@ -6,6 +6,7 @@ audio. ``python -m models.train.synth --out train-data`` writes ``shard-*.npz``.
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import pickle
 import tempfile
@@ -19,29 +20,66 @@ from models.features import SAMPLE_RATE, features
 from models.train.accompaniment import percussion_pattern, write_band, write_percussion
 from models.train.augment import augment
 from models.train.grooves import DrumEvent, Performance, list_performances, read_events
-from models.train.kits import SOUNDFONTS, Kit, all_kits, load_hydrogen_percussion, render_midi
-from models.vocab import INSTRUMENTS
+from models.train.kits import SOUNDFONTS, Kit, Layer, all_kits, load_percussion, render_midi
+from models.train.multimic import MultiMicKit, draw_gains, load_muldjord
+from models.train.room import in_room
+from models.vocab import FAMILY_OF, INSTRUMENTS
 
 GROOVE_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "groove-midi"
 MAX_SECONDS = 60.0
 CHOKED_BY = {"hihat_open": {"hihat_closed", "hihat_pedal"}}
 # How often each sampled hand-percussion sound plays a part: the tambourine, the likeliest
 # to be taken for a hi-hat or a cymbal in real songs, most often.
+# Kits never trained on: the validation set is rendered with them (``--kits validation``).
+VALIDATION_KITS = ("hydrogen:Millo_MultiLayered3", "sf:AVL_Red_Zeppelin:0", "sf:MuseScore_General:16", "sf:FluidR3_GM:24")
 PERCUSSION_WEIGHTS = {"tambourine": 4.0, "shaker": 2.0, "cowbell": 1.0, "block": 1.0, "snap": 1.0}
 
 
-def render_drums(events: list[DrumEvent], kit: Kit, seconds: float, rng: np.random.Generator) -> tuple[np.ndarray, list[DrumEvent]]:
-    """Mix one-shots at each event; an open hi-hat is choked by the next closed/pedal one."""
+# Level ranges (dB) per family as engineers balance a kit: hi-hats and cymbals sit under
+# the kick and snare, and vary more from one mix to the next.
+FAMILY_LEVEL_DB = {"kick": (-3, 3), "snare": (-3, 3), "tom": (-4, 4), "hihat": (-12, 1), "cymbal": (-14, 0)}
+
+
+@dataclass(frozen=True)
+class Balance:
+    """One mix of one kit: a level per instrument and a velocity-to-level curve."""
+
+    gains: dict[str, float]
+    range_db: float  # the level difference between velocity 0 and 1
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Balance:
+        gains = {}
+        for name in INSTRUMENTS:
+            low, high = FAMILY_LEVEL_DB[FAMILY_OF[name]]
+            gains[name] = 10 ** ((rng.uniform(low, high) + rng.uniform(-2, 2)) / 20)
+        return cls(gains, float(rng.uniform(18, 40)))
+
+    def level(self, instrument: str, velocity: float, layer: Layer) -> float:
+        """Amplitude for a hit: exponential in velocity, relative to the layer's own loudness."""
+        curve = 10 ** (-(1 - velocity) * self.range_db / 20)
+        if layer.baked is not None:
+            curve /= 10 ** (-(1 - layer.baked) * self.range_db / 20)
+        return layer.gain * curve * self.gains[instrument]
+
+
+def render_drums(events: list[DrumEvent], kit: Kit, seconds: float, rng: np.random.Generator,
+                 blend: Kit | None = None) -> tuple[np.ndarray, list[DrumEvent]]:
+    """Mix one-shots at each event; an open hi-hat is choked by the next closed/pedal one.
+
+    With ``blend``, half of the hits also sound a quieter one-shot of the same instrument
+    from that kit, as producers layer samples.
+    """
     out = np.zeros(int(seconds * SAMPLE_RATE) + SAMPLE_RATE, np.float32)
-    instrument_gain = {name: 10 ** (rng.uniform(-5, 5) / 20) for name in INSTRUMENTS}
+    balance = Balance.draw(rng)
+    blend_db = rng.uniform(-12, -3)
     played = []
     for index, event in enumerate(events):
-        choice = kit.sample(event.instrument, event.velocity, rng)
-        if choice is None:
+        layer = kit.sample(event.instrument, event.velocity, rng)
+        if layer is None:
             continue
-        audio, gain = choice
         start = int(round(event.time * SAMPLE_RATE))
-        end = min(len(out), start + len(audio))
+        end = min(len(out), start + len(layer.audio))
         if end <= start:
             continue
         chokers = CHOKED_BY.get(event.instrument)
@@ -49,11 +87,17 @@ def render_drums(events: list[DrumEvent], kit: Kit, seconds: float, rng: np.rand
             later = next((e.time for e in events[index + 1:] if e.instrument in chokers), None)
             if later is not None:
                 end = min(end, int(later * SAMPLE_RATE) + SAMPLE_RATE // 100)
-        shot = audio[: end - start] * (gain * event.velocity * instrument_gain[event.instrument])
-        if end - start < len(audio):
+        shot = layer.audio[: end - start] * balance.level(event.instrument, event.velocity, layer)
+        second = blend.sample(event.instrument, event.velocity, rng) if blend is not None and rng.random() < 0.5 else None
+        if second is not None:
+            extra = second.audio[: end - start] * (balance.level(event.instrument, event.velocity, second) * 10 ** (blend_db / 20))
+            shot = shot.copy()
+            shot[: len(extra)] += extra
+        if end - start < len(layer.audio):
             fade = min(len(shot), SAMPLE_RATE // 100)
+            shot = shot.copy()
             shot[-fade:] *= np.linspace(1, 0, fade)
-        out[start:end] += shot
+        out[start:start + len(shot)] += shot
         played.append(event)
     return out[: int(seconds * SAMPLE_RATE)], played
 
@@ -67,11 +111,11 @@ def render_percussion(kit: Kit, bpm: float, beats_per_bar: int, seconds: float, 
         sound = sounds[int(rng.choice(len(sounds), p=weights / weights.sum()))]
         strokes = percussion_pattern(bpm, beats_per_bar, seconds, rng)
         for (time, velocity), (next_time, _) in zip(strokes, strokes[1:] + [(seconds, 0.0)]):
-            audio, gain = kit.sample(sound, velocity, rng)
+            layer = kit.sample(sound, velocity, rng)
             start = int(time * SAMPLE_RATE)
-            end = min(len(out), start + len(audio), int(next_time * SAMPLE_RATE) + SAMPLE_RATE // 100)
+            end = min(len(out), start + len(layer.audio), int(next_time * SAMPLE_RATE) + SAMPLE_RATE // 100)
             if end > start:
-                out[start:end] += audio[: end - start] * (gain * velocity)
+                out[start:end] += layer.audio[: end - start] * (layer.gain * velocity)
     return out
 
 
@@ -82,6 +126,9 @@ class Extras:
     band_chance: float = 0.5
     strums: bool = False  # strummed and choked guitars in the band
     percussion_chance: float = 0.0  # hand percussion (half sampled, half GM), which is not any drum family
+    room_chance: float = 0.0  # the drums played in a simulated room
+    blend_chance: float = 0.0  # each hit layered with a second kit's one-shot (half the hits)
+    multimic_chance: float = 0.0  # the real multi-microphone kit (MuldjordKit), mixed anew
 
 
 def render_part(write: Callable[[Path], None], seconds: float) -> np.ndarray:
@@ -104,8 +151,8 @@ def mix_in(mix: np.ndarray, drums: np.ndarray, part: np.ndarray, low_db: float, 
 
 
 def render_example(performance: Performance, kit: Kit, rng: np.random.Generator, extras: Extras,
-                   percussion_kit: Kit | None = None) -> dict | None:
-    events = read_events(performance.midi_path)
+                   percussion_kit: Kit | None = None, blend: Kit | None = None) -> dict | None:
+    events = _events(performance.midi_path)
     if len(events) < 4:
         return None
     stretch = rng.uniform(0.8, 1.25)
@@ -117,9 +164,11 @@ def render_example(performance: Performance, kit: Kit, rng: np.random.Generator,
     if not moved:
         return None
     seconds = moved[-1].time + rng.uniform(1.0, 3.0)
-    drums, played = render_drums(moved, kit, seconds, rng)
+    drums, played = render_drums(moved, kit, seconds, rng, blend if rng.random() < extras.blend_chance else None)
     if not played or np.max(np.abs(drums)) < 1e-4:
         return None
+    if rng.random() < extras.room_chance:
+        drums = in_room(drums, rng).astype(np.float32)
     bpm = performance.bpm / stretch
     mix = drums
     if extras.percussion_chance and rng.random() < extras.percussion_chance:
@@ -141,15 +190,25 @@ def render_example(performance: Performance, kit: Kit, rng: np.random.Generator,
     }
 
 
+# Each performance is rendered once per pass; parsing its MIDI file costs about as much as mixing it.
+_events = functools.lru_cache(maxsize=None)(read_events)
 _KITS: list[Kit] = []
+_MULTIMIC: MultiMicKit | None = None
 _PERCUSSION: Kit | None = None
 
 
 def _init_worker(kits_path: str, percussion: bool) -> None:
-    global _KITS, _PERCUSSION
+    global _KITS, _MULTIMIC, _PERCUSSION
     with open(kits_path, "rb") as handle:
-        _KITS = pickle.load(handle)
-    _PERCUSSION = load_hydrogen_percussion() if percussion else None
+        _KITS, _MULTIMIC = pickle.load(handle)
+    _PERCUSSION = load_percussion() if percussion else None
+
+
+def _pick_kit(rng: np.random.Generator, multimic_chance: float) -> Kit:
+    """The real multi-microphone kit, mixed anew, for ``multimic_chance`` of the examples."""
+    if _MULTIMIC is not None and rng.random() < multimic_chance:
+        return _MULTIMIC.mixdown(draw_gains(rng))
+    return _KITS[int(rng.integers(len(_KITS)))]
 
 
 def _render_shard(job: tuple[Path, list[Performance], int, Extras]) -> str:
@@ -157,7 +216,9 @@ def _render_shard(job: tuple[Path, list[Performance], int, Extras]) -> str:
     rng = np.random.default_rng(seed)
     examples = []
     for performance in performances:
-        example = render_example(performance, _KITS[int(rng.integers(len(_KITS)))], rng, extras, _PERCUSSION)
+        kit = _pick_kit(rng, extras.multimic_chance)
+        blend = _KITS[int(rng.integers(len(_KITS)))]
+        example = render_example(performance, kit, rng, extras, _PERCUSSION, blend)
         if example is not None:
             examples.append(example)
     np.savez(path, examples=np.array(examples, dtype=object))
@@ -173,6 +234,11 @@ def main() -> None:
     parser.add_argument("--band-chance", type=float, default=0.5)
     parser.add_argument("--strums", action="store_true", help="strummed and choked guitars in the band")
     parser.add_argument("--percussion-chance", type=float, default=0.0, help="hand percussion mixed in")
+    parser.add_argument("--room-chance", type=float, default=0.0, help="drums played in a simulated room")
+    parser.add_argument("--blend-chance", type=float, default=0.0, help="hits layered with a second kit's one-shot")
+    parser.add_argument("--multimic-chance", type=float, default=0.0, help="examples played on the MuldjordKit")
+    parser.add_argument("--kits", choices=("train", "validation"), default="train",
+                        help="the training kits, or the kits held out of training (for a validation set)")
     parser.add_argument("--shard-size", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1234)
@@ -182,16 +248,18 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     kits_path = args.out / "kits.pkl"
     if not kits_path.exists():
-        kits = all_kits()
-        print(f"{len(kits)} kits: {', '.join(k.name for k in kits)}", flush=True)
+        kits = [kit for kit in all_kits() if (kit.name in VALIDATION_KITS) == (args.kits == "validation")]
+        multimic = load_muldjord() if args.kits == "train" else None
+        print(f"{len(kits)} kits: {', '.join(k.name for k in kits)}{' + muldjord' if multimic else ''}", flush=True)
         with open(kits_path, "wb") as handle:
-            pickle.dump(kits, handle)
+            pickle.dump((kits, multimic), handle)
     splits = set(args.split.split(","))
     performances = [p for p in list_performances(args.groove) if p.split in splits]
     if args.limit:
         performances = performances[: args.limit]
     rng = np.random.default_rng(args.seed)
-    extras = Extras(args.band_chance, args.strums, args.percussion_chance)
+    extras = Extras(args.band_chance, args.strums, args.percussion_chance, args.room_chance, args.blend_chance,
+                    args.multimic_chance)
     jobs = []
     for rendering in range(args.passes):
         order = rng.permutation(len(performances))

@@ -1,8 +1,8 @@
 """Train HitNet on rendered shards (what ``make train`` runs after the renderer).
 
-``python -m models.train.train --data train-data`` trains from scratch; with ``--init`` it
-fine-tunes given weights (a checkpoint or an exported ``hitnet.onnx``) with the batch norms
-frozen, which is the second stage of ``make train``. CPU by default; CUDA when present.
+``python -m models.train.train --data train-data`` trains from scratch and keeps an
+exponential moving average of the weights at ``--keep-steps`` as candidates, among which
+``models.train.select`` chooses. CPU by default; CUDA when present.
 """
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from torch.optim import swa_utils
 
 from models.features import FPS, N_MELS
 from models.network import CONTEXT_FRAMES, RECEPTIVE_FIELD, HitNet, split_outputs
-from models.train.export import load_onnx_weights
 from models.vocab import FAMILIES, FAMILY_OF, INSTRUMENTS
 
 FAMILY_INDEX = np.array([FAMILIES.index(FAMILY_OF[name]) for name in INSTRUMENTS])
 NEIGHBOUR_TARGET = 0.5  # target widening: frames next to an onset count half
+RARE_FAMILIES = ("tom", "cymbal")  # few in grooves, so crops are centred on them (see ``sample_batch``)
+# Onset loss weight per family: the rare families count more (toms and cymbals were the weakest).
+FAMILY_WEIGHT = torch.tensor([{"tom": 2.0, "cymbal": 1.5}.get(family, 1.0) for family in FAMILIES])
 
 
 class Example:
@@ -44,6 +46,8 @@ class Example:
             np.maximum.at(self.instruments, (at, instruments), value)
         np.maximum.at(self.velocity, (frames, families), velocities)
         self.velocity_mask[frames, families] = 1.0
+        rare = np.isin(families, [FAMILIES.index(f) for f in RARE_FAMILIES])
+        self.rare_frames = frames[rare]  # where a tom or cymbal is hit
 
 
 def load_examples(paths: list[Path]) -> list[Example]:
@@ -54,8 +58,14 @@ def load_examples(paths: list[Path]) -> list[Example]:
     return examples
 
 
-def sample_batch(examples: list[Example], batch: int, crop: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
-    """Random crops: ``crop`` target frames, with the network's context read from before them."""
+def sample_batch(examples: list[Example], batch: int, crop: int, rng: np.random.Generator,
+                 rare_chance: float = 0.0) -> tuple[torch.Tensor, ...]:
+    """Random crops: ``crop`` target frames, with the network's context read from before them.
+
+    ``rare_chance`` of the crops contain a tom or cymbal hit, drawn from the examples that
+    have them (oversampling the rare families, as ADTOF did).
+    """
+    rare = [example for example in examples if len(example.rare_frames)]
     span = crop + RECEPTIVE_FIELD - 1
     x = np.zeros((batch, span, N_MELS), np.float32)
     onsets = np.zeros((batch, crop, len(FAMILIES)), np.float32)
@@ -63,9 +73,14 @@ def sample_batch(examples: list[Example], batch: int, crop: int, rng: np.random.
     velocity = np.zeros_like(onsets)
     mask = np.zeros_like(onsets)
     for row in range(batch):
-        example = examples[int(rng.integers(len(examples)))]
+        n_rare = len(rare) if rare and rng.random() < rare_chance else 0
+        example = rare[int(rng.integers(n_rare))] if n_rare else examples[int(rng.integers(len(examples)))]
         n = len(example.features)
-        first = int(rng.integers(-CONTEXT_FRAMES, max(1, n - crop)))  # first target frame minus context
+        if n_rare:  # a crop around one of its rare hits
+            target = int(example.rare_frames[int(rng.integers(len(example.rare_frames)))])
+            first = target - int(rng.integers(crop)) - CONTEXT_FRAMES
+        else:
+            first = int(rng.integers(-CONTEXT_FRAMES, max(1, n - crop)))  # first target frame minus context
         target_start = first + CONTEXT_FRAMES
         lo, hi = max(0, first), min(n, first + span)
         x[row, lo - first: hi - first] = example.features[lo:hi]
@@ -82,7 +97,7 @@ def sample_batch(examples: list[Example], batch: int, crop: int, rng: np.random.
 def loss_fn(out: torch.Tensor, onsets, instruments, velocity, mask) -> torch.Tensor:
     onset_logits, instrument_logits, velocity_logits = split_outputs(out)
     bce = nn.functional.binary_cross_entropy_with_logits
-    weight = 1.0 + 4.0 * (onsets > 0)  # onsets are rare: weigh them up
+    weight = (1.0 + 4.0 * (onsets > 0)) * FAMILY_WEIGHT.to(onsets.device)  # onsets are rare: weigh them up
     onset_loss = bce(onset_logits, onsets, weight=weight)
     instrument_loss = bce(instrument_logits, instruments, weight=1.0 + 4.0 * (instruments > 0))
     velocity_loss = (bce(velocity_logits, velocity, reduction="none") * mask).sum() / mask.sum().clamp(min=1)
@@ -97,12 +112,8 @@ def train(args: argparse.Namespace) -> HitNet:
     shards = sorted(args.data.glob("shard-*.npz"))
     examples = load_examples(shards)
     print(f"{len(examples)} examples from {len(shards)} shards, {sum(len(e.features) for e in examples) / FPS / 3600:.1f} h", flush=True)
-    model = HitNet()
-    if args.init is not None:
-        load_weights(model, args.init)
-    model = model.to(device)
-    trained = [p for name, p in model.named_parameters() if args.init is None or not _is_norm(model, name)]
-    optimizer = torch.optim.AdamW(trained, lr=args.lr, weight_decay=1e-4)
+    model = HitNet().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     # An exponential moving average of the weights: steadier on real drums than any one step.
     average = swa_utils.AveragedModel(model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(args.ema)) if args.ema else None
@@ -110,11 +121,7 @@ def train(args: argparse.Namespace) -> HitNet:
     started, running = time.time(), 0.0
     for step in range(1, args.steps + 1):
         model.train()
-        if args.init is not None:  # fine-tuning: the norms keep the statistics they were given
-            for module in model.modules():
-                if isinstance(module, NORMS):
-                    module.eval()
-        batch = [t.to(device) for t in sample_batch(examples, args.batch, args.crop, rng)]
+        batch = [t.to(device) for t in sample_batch(examples, args.batch, args.crop, rng, args.rare_chance)]
         loss = loss_fn(model(batch[0]), *batch[1:])
         optimizer.zero_grad()
         loss.backward()
@@ -133,21 +140,6 @@ def train(args: argparse.Namespace) -> HitNet:
     return saved
 
 
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-
-
-def _is_norm(model: nn.Module, parameter_name: str) -> bool:
-    return isinstance(model.get_submodule(parameter_name.rsplit(".", 1)[0]), NORMS)
-
-
-def load_weights(model: HitNet, path: Path) -> None:
-    """Weights to start from: a training checkpoint (``.pt``) or an exported ``hitnet.onnx``."""
-    if path.suffix == ".onnx":
-        load_onnx_weights(model, path)
-    else:
-        model.load_state_dict(torch.load(path, map_location="cpu"))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("train-data"))
@@ -158,13 +150,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint-every", type=int, default=250)
-    parser.add_argument("--keep-steps", type=int, nargs="+", default=[5600],
-                        help="also keep these steps' weights (hitnet-stepN.pt). From scratch, step 5600 scored "
-                             "best on MDB dev of the steps we tried; later steps fit the synthetic kits more")
+    parser.add_argument("--keep-steps", type=int, nargs="*", default=[],
+                        help="also keep these steps' weights (hitnet-stepN.pt): candidates for models.train.select")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="save an exponential moving average of the weights with this decay (0: the weights)")
-    parser.add_argument("--init", type=Path, default=None,
-                        help="fine-tune these weights (.pt checkpoint or exported .onnx), batch norms frozen")
+    parser.add_argument("--rare-chance", type=float, default=0.3, help="share of crops centred on a tom or cymbal hit")
     parser.add_argument("--seed", type=int, default=7)
     train(parser.parse_args())
 
