@@ -19,7 +19,12 @@ def room_impulse(rng: np.random.Generator) -> np.ndarray:
     """A random room's impulse response at SAMPLE_RATE, normalised to unit energy."""
     dims = np.array([rng.uniform(3, 12), rng.uniform(3, 10), rng.uniform(2.4, 5)])
     rt60 = rng.uniform(0.15, 1.2)
-    absorption, _ = pra.inverse_sabine(rt60, dims)
+    while True:  # a large room cannot be as dry as a small one: lengthen the RT60 until it can
+        try:
+            absorption, _ = pra.inverse_sabine(rt60, dims)
+            break
+        except ValueError:
+            rt60 *= 1.25
     room = pra.ShoeBox(dims, fs=SAMPLE_RATE, materials=pra.Material(absorption), max_order=EARLY_ORDER)
     source = dims * rng.uniform(0.2, 0.8, 3)
     microphone = np.clip(source + rng.normal(0, 1.0, 3), 0.3, dims - 0.3)
