@@ -49,6 +49,12 @@ class Settings:
             sweep_minutes=float(_env("DRUMSCRIBE_SWEEP_MINUTES", "10")),
         )
 
+    def __post_init__(self) -> None:
+        if not self.orphan_grace_minutes > 0:
+            # uploads and live recordings in progress touch their folders every few seconds; with no
+            # grace at all the sweep would still take them
+            raise ValueError("DRUMSCRIBE_ORPHAN_GRACE_MINUTES must be over 0 (keep it at several minutes)")
+
     @property
     def in_process_workers(self) -> int:
         if self.workers is not None:

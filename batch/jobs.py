@@ -52,14 +52,15 @@ end
 return 1
 """
 
-# Record and queue a new job ARGV[1] created at ARGV[2] with fields ARGV[3..], once: a create
-# retried after its reply was lost finds the job there and queues nothing twice.
+# Record a new job ARGV[1] created at ARGV[2] with fields ARGV[3..] and queue it if given the
+# stream KEYS[4], once: a create retried after its reply was lost finds the job there and
+# queues nothing twice.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('HINCRBY', KEYS[3], 'queued', 1)
-redis.call('XADD', KEYS[4], '*', 'job', ARGV[1])
+redis.call('HINCRBY', KEYS[3], redis.call('HGET', KEYS[1], 'status'), 1)
+if KEYS[4] then redis.call('XADD', KEYS[4], '*', 'job', ARGV[1]) end
 return 1
 """
 
@@ -141,16 +142,24 @@ class JobStore:
     def create(self, source: dict, options: dict, job_id: str | None = None) -> str:
         """Record a new queued job and put it on the stream; returns its id."""
         job_id = job_id or self.new_id()
+        self._record(job_id, source, options, "queued", "", queue=True)
+        return job_id
+
+    def create_failed(self, source: dict, options: dict, job_id: str, error: str) -> None:
+        """Record a job that failed before it could be queued (a live session whose score could not
+        be queued), so its folder is kept and expires like any failed job's; nothing if it exists."""
+        self._record(job_id, source, options, "failed", error, queue=False)
+
+    def _record(self, job_id: str, source: dict, options: dict, status: str, error: str, queue: bool) -> None:
         now = time.time()
         record = {
-            "id": job_id, "status": "queued", "stage": "queued", "progress": 0.0, "error": "",
+            "id": job_id, "status": status, "stage": status, "progress": 0.0, "error": error,
             "created": now, "updated": now, "attempts": 0, "owner": "",
             "source": json.dumps(source), "options": json.dumps(options),
         }
         fields = [item for pair in record.items() for item in pair]
-        self._create(keys=[self.key(job_id), RECENT_KEY, COUNTS_KEY, self.settings.stream_name],
-                     args=[job_id, now, *fields])
-        return job_id
+        keys = [self.key(job_id), RECENT_KEY, COUNTS_KEY] + ([self.settings.stream_name] if queue else [])
+        self._create(keys=keys, args=[job_id, now, *fields])
 
     def get(self, job_id: str) -> dict:
         record = self.redis.hgetall(self.key(job_id))

@@ -48,4 +48,7 @@ class LiveSettings:
     def within(self, batch_max_seconds: float) -> "LiveSettings":
         """These settings with the session limit strictly inside the batch limit of the jobs that score them."""
         limit = min(self.max_session_seconds, batch_max_seconds - BATCH_MARGIN_SECONDS)
+        if not limit > 0:
+            raise ValueError(f"live sessions would have no audio at all: DRUMSCRIBE_LIVE_MAX_SECONDS must be over 0 "
+                             f"and DRUMSCRIBE_MAX_SECONDS over {BATCH_MARGIN_SECONDS:g}")
         return dataclasses.replace(self, max_session_seconds=limit)

@@ -6,8 +6,8 @@ server → ``ready``, ``hits``, ``tempo``, ``notation``, ``final``, ``error``
 Close codes: 1000 after ``final``; 1003 for wrong data (binary before ``start``,
 malformed or too deeply nested JSON, unknown messages, a bad ``start``); 1008 for policy
 (idle, too long, too slow, too many sessions from one address); 1009 for a frame or text
-message over the limit; 1011 when the score could not be queued; 1013 when the gateway is
-full. Every session that got ``ready`` is recorded to disk as it streams and finalized,
+message over the limit; 1011 when the score could not be queued, the recording cannot be
+written, or anything unforeseen went wrong; 1013 when the gateway is full. Every session that got ``ready`` is recorded to disk as it streams and finalized,
 however it ends, and stays reachable by its ``session_id``.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from models.detector import Detector
 from models.separation import Separator
 from stream import bounded_json
+from stream.addresses import client_key
 from stream.batcher import InferenceBatcher
 from stream.config import LiveSettings
 from stream.pace import SessionTooSlow
@@ -68,12 +70,13 @@ class Gateway:
         self.batcher = InferenceBatcher(detector.model, max_wait=settings.batch_wait)
         self.separation: SeparationBatcher | None = None
         if separator is not None:  # sessions that start with "separate": true use it; torch only then
-            from stream.separation_batcher import SeparationBatcher
+            from stream import separation_batcher
 
-            self.separation = SeparationBatcher(separator, settings.separation_wait, settings.separation_batch)
+            self.separation = separation_batcher.SeparationBatcher(separator, settings.separation_wait, settings.separation_batch)
         self.sessions: dict[str, LiveRunner] = {}
         self.failures: OrderedDict[str, dict] = OrderedDict()  # session id -> its state, once finalizing failed
         self._finalizing: set[asyncio.Task] = set()
+        self._closed: weakref.WeakSet[LiveRunner] = weakref.WeakSet()  # runners whose finalize is watched
 
     def ready_message(self, session: LiveSession) -> dict:
         return {"type": "ready", "session_id": session.id, "lookahead_ms": session.lookahead_ms,
@@ -122,7 +125,11 @@ class Gateway:
                                 TRY_AGAIN) from None
 
     def close_session(self, runner: LiveRunner) -> None:
-        """Finish the session in the background (the client may be gone) and forget it once done."""
+        """Finish the session in the background (the client may be gone) and forget it once done.
+        Called again for the same runner (after ``stop``, then on the way out) it does nothing."""
+        if runner in self._closed:
+            return
+        self._closed.add(runner)
         task = runner.finalize()
         self._finalizing.add(task)
 
@@ -168,7 +175,7 @@ class Gateway:
         await websocket.accept()
         connection = _Connection(websocket, self.settings)
         runner: LiveRunner | None = None
-        client = websocket.client.host if websocket.client is not None else ""
+        client = client_key(websocket.client.host) if websocket.client is not None else ""
         try:
             runner = self.admit(client, await connection.start(), connection.emit)
             connection.emit(self.ready_message(runner.session))
@@ -199,10 +206,23 @@ class Gateway:
             connection.emit({"type": "error", "code": "finalize_timeout", "message": "the score is still being made; "
                              "fetch it later by session id"})
             await connection.close(POLICY)
+        except OSError as error:  # the recording could not be written (a full or failing disk)
+            log.error("live session %s: the recording cannot be written: %r", _session_id(runner), error)
+            connection.emit({"type": "error", "code": "recording_failed",
+                             "message": "the server cannot write this session's recording; try again later"})
+            await connection.close(SERVER_ERROR)
+        except Exception:
+            log.exception("live session %s failed", _session_id(runner))
+            connection.emit({"type": "error", "code": "internal", "message": "the live session failed on the server"})
+            await connection.close(SERVER_ERROR)
         finally:
             if runner is not None:
                 self.close_session(runner)  # no-op after stop: finalize runs once
             connection.abandon()
+
+
+def _session_id(runner: LiveRunner | None) -> str:
+    return runner.session.id if runner is not None else "(not started)"
 
 
 class _Connection:
@@ -263,7 +283,8 @@ class _Connection:
                 raise ProtocolError("too_big", f"frames are limited to {self.settings.max_frame_bytes} bytes", TOO_BIG)
             return "bytes", data
         try:
-            payload = bounded_json.loads(message.get("text") or "", self.settings.max_text_bytes)
+            # the limit is in bytes, as the README says: UTF-8 bytes, not characters
+            payload = bounded_json.loads((message.get("text") or "").encode(), self.settings.max_text_bytes)
         except bounded_json.JsonRejected as error:
             code, close = JSON_CLOSE[error.code]
             raise ProtocolError(code, f"{error.message}; a text message must be a small JSON object", close) from None
@@ -276,7 +297,7 @@ class _Connection:
         self.outbox.put_nowait(code)
         try:
             await asyncio.wait_for(asyncio.shield(self.sender), timeout=5)
-        except (asyncio.TimeoutError, Exception):
+        except Exception:
             pass
 
     def abandon(self) -> None:

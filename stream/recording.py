@@ -37,7 +37,11 @@ class Recording:
     def append(self, frames: np.ndarray) -> None:
         """(frames, channels) in the client's sample type."""
         if len(frames):
-            self._file.write(frames)
+            try:
+                self._file.write(frames)
+            except (sf.SoundFileError, AssertionError, RuntimeError) as error:
+                # soundfile's words for a write that failed: an error, a short write, a closed file
+                raise OSError(f"cannot write {self.path}: {error!r}") from error
             self.frames += len(frames)
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soxr
 
+from models.audio import RESAMPLER_QUALITY
 from models.detector import Detector
 from models.runtime import Step
 from models.separation import LIVE_OVERLAP, LIVE_WINDOW_SECONDS, Separator
@@ -30,7 +31,7 @@ from stream.config import LiveSettings
 from stream.pcm import PcmFormat
 from stream.recording import Recording
 from stream.runner import Emit, Finalizer, LiveRunner, NotationRenderer
-from stream.session import RESAMPLER_QUALITY, LiveSession, resampler_delay_ms
+from stream.session import LiveSession, resampler_delay_ms
 
 if TYPE_CHECKING:  # torch is optional: a service without separation never imports it
     import torch

@@ -8,19 +8,14 @@ instead of one per session fighting over the cores.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from models.separation import Separator
 from stream.batcher import Batcher
 
-if TYPE_CHECKING:  # torch is optional: only a gateway with a loaded separator makes one of these
-    import torch
 
-    from models.separation_windows import Window
-
-
-class SeparationBatcher(Batcher["Window", "torch.Tensor"]):
-    """``await run(window)`` -> the window's drums (channels, length) on the CPU."""
+class SeparationBatcher(Batcher):
+    """``await run(window)`` -> the window's drums (channels, length) on the CPU: a
+    ``models.separation_windows.Window`` in, a ``torch.Tensor`` out (torch is optional, so
+    neither is imported here)."""
 
     def __init__(self, separator: Separator, max_wait: float = 0.005, max_batch: int = 16) -> None:
         super().__init__(separator.drums_batch, max_wait, max_batch, "separation")

@@ -15,6 +15,7 @@ import uuid
 import numpy as np
 import soxr
 
+from models.audio import RESAMPLER_QUALITY  # the quality offline decoding uses: the same samples
 from models.detector import Detector, hit_order
 from models.peaks import Hit
 from models.runtime import Step, StepResult
@@ -22,7 +23,6 @@ from models.tempo import estimate_bpm
 from stream.pcm import PcmDecoder, PcmFormat
 from stream.recording import Recording
 
-RESAMPLER_QUALITY = "HQ"  # the quality ``models.audio.resample`` uses offline: same samples
 TEMPO_STEP_BPM = 1.0      # a new tempo is announced when it moves by more than this
 TEMPO_EVERY_SECONDS = 1.0  # and is re-estimated at most this often (audio time)
 
@@ -93,7 +93,7 @@ class LiveSession:
         """A PCM frame as mono samples at the client's rate, up to the session's limit; the
         frame joins the recording."""
         samples, frames = self.decoder.decode(data)
-        room = self.max_samples - self.samples_in
+        room = max(self.max_samples - self.samples_in, 0)  # a negative room would slice from the end
         if len(samples) > room:
             samples, frames = samples[:room], frames[:room]
         self.samples_in += len(samples)

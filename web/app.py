@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from batch.config import Settings
-from batch.connection import close, connect
+from batch.connection import close, connect, patient_twin
 from batch.jobs import JobStore
 from batch.score import notation_svg
 from batch.worker import Worker
@@ -56,22 +56,23 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-        client = connect(settings)
+        client = connect(settings, patient=False)  # a request waits on Redis about 2 s at most
         store = JobStore(client, settings)
+        worker_client = patient_twin(client)  # in-process workers ride out longer faults
         app.state.settings, app.state.store = settings, store
         app.state.detector = detector or Detector()
         app.state.separation = separation or load_separation()
         if not app.state.separation.available:
             log.info("drum separation unavailable: %s", app.state.separation.reason)
-        workers = [Worker(store, app.state.detector, settings, separation=app.state.separation)
+        workers = [Worker(JobStore(worker_client, settings), app.state.detector, settings, separation=app.state.separation)
                    for _ in range(settings.in_process_workers)]
         threads = [threading.Thread(target=w.run, name=f"worker-{i}", daemon=True) for i, w in enumerate(workers)]
         for thread in threads:
             thread.start()
         app.state.workers = workers
         notation = NotationProcess(notation_svg) if live_settings.notation_every > 0 else None
-        app.state.gateway = Gateway(app.state.detector, live_settings,
-                                    SessionFinalizer(store, settings, live_settings.finalize_timeout),
+        finalizer = SessionFinalizer(store, settings, live_settings.finalize_timeout)
+        app.state.gateway = Gateway(app.state.detector, live_settings, finalizer,
                                     notation=notation, separator=app.state.separation.separator)
         app.state.rtc = rtc.RtcPeers()
         try:
@@ -79,12 +80,14 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
         finally:
             await app.state.rtc.close()  # WebRTC peers first: their sessions finalize with the gateway's
             await app.state.gateway.shutdown()
+            await finalizer.close()
             if notation is not None:
                 notation.close()
             for worker in workers:
                 worker.stop.set()
             for thread in threads:
                 thread.join(timeout=30)
+            worker_client.close()
             close(client)
 
     routes = [

@@ -13,10 +13,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from stream.bounded_json import JsonRejected, loads
-from web.errors import ApiError
+from web.errors import CLOSE, ApiError
 
 Model = TypeVar("Model", bound=BaseModel)
-CLOSE = {"Connection": "close"}  # a body left unread is not waited for
 
 
 def too_large(limit: int) -> ApiError:

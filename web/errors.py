@@ -8,9 +8,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from batch.jobs import JobNotFound
+
 log = logging.getLogger("drumscribe.api")
 
 REDIS_RETRY_SECONDS = 5
+CLOSE = {"Connection": "close"}  # with an answer given before the body was read: it is not waited for
 
 
 class ApiError(Exception):
@@ -36,6 +39,11 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
+async def job_not_found(request: Request, exc: Exception) -> JSONResponse:
+    """A job that went between a handler's lookup and its next step (deleted, expired): gone, not a fault."""
+    return error_response(404, "not_found", "no such job")
+
+
 async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """Redis down or too slow: the job store is out for now, which is not the request's fault."""
     log.warning("%s %s: Redis unavailable: %s", request.method, request.url.path, type(exc).__name__)
@@ -57,6 +65,7 @@ async def internal_error(request: Request, exc: Exception) -> JSONResponse:
 HANDLERS = {
     ApiError: api_error,
     HTTPException: http_error,
+    JobNotFound: job_not_found,
     redis.exceptions.ConnectionError: redis_unavailable,
     redis.exceptions.TimeoutError: redis_unavailable,
     ClientDisconnect: client_gone,

@@ -2,8 +2,10 @@
 
 A pure ASGI middleware, so it sees WebSocket handshakes as well as HTTP requests:
 
-- ``Host`` must be an allowed name (DNS rebinding: an attacker's name resolved to this
-  server must not reach the API) -> else 400, or a refused handshake.
+- ``Host`` must be a valid ``name[:port]`` (no user info, path or other stray characters:
+  ``localhost:1@evil.example`` is refused) with an allowed name (DNS rebinding: an
+  attacker's name resolved to this server must not reach the API) -> else 400, or a refused
+  handshake. An allowed entry with a port (``drums.example:8443``) allows that port only.
 - A request that changes state (any method but GET, HEAD, OPTIONS) and every WebSocket
   handshake, when it carries an ``Origin``, must come from the app's own origin or an
   allowed one (cross-site request forgery: any page a user visits can POST a form here)
@@ -16,16 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from batch.links import DEFAULT_PORTS
 from web.http_settings import HttpSettings
 
 log = logging.getLogger("drumscribe.guard")
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-DEFAULT_PORTS = {"http": 80, "https": 443}
 WS_SCHEMES = {"ws": "http", "wss": "https"}
 
 # The page loads only its own script, worklet and stylesheet; live notation is shown from
@@ -59,19 +62,25 @@ def origin_of(value: str) -> str | None:
     return f"{scheme}://{host}" + (f":{port}" if port and port != DEFAULT_PORTS[scheme] else "")
 
 
-def host_name(host_header: str) -> str:
-    """The name part of a ``Host`` value: ``[::1]:8000`` -> ``[::1]``, ``Example.org:80`` -> ``example.org``."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        return host[: host.find("]") + 1]
-    return host.rsplit(":", 1)[0]
+_HOST = re.compile(r"(?P<name>\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::(?P<port>[0-9]{1,5}))?")
 
 
-def host_allowed(name: str, allowed: tuple[str, ...]) -> bool:
-    if not name:
-        return False
+def parse_host(host_header: str) -> tuple[str, int | None] | None:
+    """(name, port) of a ``Host`` value in lower case: ``[::1]:8000`` -> (``[::1]``, 8000),
+    ``Example.org`` -> (``example.org``, None); None unless it is exactly ``name[:port]``."""
+    found = _HOST.fullmatch(host_header.strip().lower())
+    if found is None:
+        return None
+    port = int(found["port"]) if found["port"] else None
+    if port is not None and not 0 < port < 65536:
+        return None
+    return found["name"], port
+
+
+def host_allowed(name: str, port: int | None, allowed: tuple[str, ...]) -> bool:
+    """Whether an entry allows the name: ``*``, the name, ``*.suffix``, or ``name:port`` for that port."""
     for pattern in allowed:
-        if pattern == "*" or pattern == name:
+        if pattern == "*" or pattern == name or (port is not None and pattern == f"{name}:{port}"):
             return True
         if pattern.startswith("*.") and name.endswith(pattern[1:]):
             return True
@@ -89,6 +98,10 @@ class Guard:
     def __init__(self, app: ASGIApp, settings: HttpSettings) -> None:
         self.app, self.settings = app, settings
         self.origins = {o for o in map(origin_of, settings.allowed_origins) if o}
+        for entry in settings.allowed_origins:
+            if origin_of(entry) is None:
+                log.warning("DRUMSCRIBE_ALLOWED_ORIGINS: %r is not an origin (scheme://host[:port], e.g. "
+                            "https://drums.example.com); it allows nothing", entry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -109,8 +122,8 @@ class Guard:
         await self.app(scope, receive, send)
 
     def refusal(self, scope: Scope) -> tuple[int, str, str] | None:
-        host = _header(scope, b"host") or ""
-        if not host_allowed(host_name(host), self.settings.allowed_hosts):
+        host = parse_host(_header(scope, b"host") or "")
+        if host is None or not host_allowed(*host, self.settings.allowed_hosts):
             return 400, "host_not_allowed", "this server does not answer to that Host name"
         if scope["type"] == "http" and scope["method"] in SAFE_METHODS:
             return None
@@ -121,7 +134,9 @@ class Guard:
             return None
         scheme = WS_SCHEMES.get(scope["scheme"], scope["scheme"])
         found = origin_of(origin)
-        if found is None or (found != origin_of(f"{scheme}://{host}") and found not in self.origins):
+        name, port = host  # validated above: the own origin cannot be steered by stray characters
+        own = origin_of(f"{scheme}://{name}" + (f":{port}" if port is not None else ""))
+        if found is None or (found != own and found not in self.origins):
             return 403, "cross_origin", "requests from other origins are refused; see DRUMSCRIBE_ALLOWED_ORIGINS"
         return None
 

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -15,7 +16,7 @@ from batch.ingest import IngestError, audio_error_status, check_url
 from batch.jobs import FINAL_STATES, JobNotFound, JobStore
 from batch.score import FILES as OUTPUT_FILES
 from models.audio import AudioError, read_audio
-from web.errors import ApiError
+from web.errors import REDIS_RETRY_SECONDS, ApiError
 from web.uploads import read_link, read_upload
 
 MEDIA_TYPES = {
@@ -98,7 +99,9 @@ async def show(request: Request) -> Response:
 
 async def events(request: Request) -> Response:
     """Server-sent events: the job's state, polled every ``EVENT_POLL_SECONDS``, each time it
-    changed, until the job ends (a stage shorter than the poll may pass unseen)."""
+    changed, until the job ends (a stage shorter than the poll may pass unseen). A Redis fault
+    midway ends the stream with an ``unavailable`` event (the client may reconnect), not a
+    broken response."""
     first = await _job(request)
     store, job_id = _store(request), first["id"]
 
@@ -109,6 +112,9 @@ async def events(request: Request) -> Response:
                 job = await run_in_threadpool(store.public, job_id)
             except JobNotFound:
                 yield "event: deleted\ndata: {}\n\n"
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                yield f'event: unavailable\ndata: {{"retry_after": {REDIS_RETRY_SECONDS}}}\n\n'
                 return
             if job != last:
                 yield f"data: {json.dumps(job)}\n\n"

@@ -4,12 +4,16 @@ and ``/api/v1/sessions/{id}``.
 A session's recording is written losslessly into a new job's folder as it streams; once the
 session stops (or is abandoned) it is queued like an upload, so a batch worker scores it with
 the same code and model, and the ``final`` message waits for that job. A session that sent
-no audio leaves no folder; one whose job could not be queued keeps its recording and is
-reported ``failed`` by ``/api/v1/sessions/{id}``.
+no audio leaves no folder. One whose job could not be queued keeps its recording: it is
+recorded as a ``failed`` job with the recording as its input, retried in the background
+until Redis takes it (until then the gateway remembers it in memory), so the retention
+sweep keeps its folder like any failed job's and ``/api/v1/sessions/{id}`` answers
+``failed`` after a restart too.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import redis
@@ -21,6 +25,7 @@ from starlette.websockets import WebSocket
 
 from batch.config import Settings
 from batch.jobs import FINAL_STATES, JobNotFound, JobStore
+from stream.gateway import FINALIZE_FAILED
 from stream.pcm import PcmFormat
 from stream.recording import Recording
 from stream.session import LiveSession
@@ -28,6 +33,9 @@ from web.errors import ApiError
 
 SCORE_FORMATS = ("musicxml", "pdf", "midi")
 QUEUE_RETRY_FIRST, QUEUE_RETRY_MAX = 0.5, 5.0  # seconds between tries to queue through a Redis outage
+KEEP_RETRY_MAX = 60.0  # the longest pause between tries to record a session that could not be queued
+
+log = logging.getLogger("drumscribe.live")
 
 
 def downloads(job_id: str) -> dict[str, str]:
@@ -39,6 +47,7 @@ class SessionFinalizer:
 
     def __init__(self, store: JobStore, settings: Settings, timeout: float, poll: float = 0.05) -> None:
         self.store, self.settings, self.timeout, self.poll = store, settings, timeout, poll
+        self._keeping: set[asyncio.Task] = set()
 
     @property
     def max_seconds(self) -> float:
@@ -66,7 +75,11 @@ class SessionFinalizer:
         source = {"kind": "upload", "file": name, "name": title, "session_id": session.id}
         # A separated session's score is made from its recording separated again, whole-file windows.
         options = {"separate": "on" if session.separate else "off", "title": title}
-        await self._queue(source, options, job_id, session.id)
+        try:
+            await self._queue(source, options, job_id, session.id)
+        except Exception:
+            self._keep_later(source, options, job_id, session.id)
+            raise
         job = await self._wait(job_id)
         message = {"job_id": job_id, "status": job["status"], "downloads": downloads(job_id)}
         if job["error"]:
@@ -88,10 +101,42 @@ class SessionFinalizer:
             await asyncio.sleep(delay)
             delay = min(QUEUE_RETRY_MAX, delay * 2)
 
-    async def _wait(self, job_id: str) -> dict:
-        deadline = time.monotonic() + self.timeout
+    def _keep_later(self, source: dict, options: dict, job_id: str, session_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._keep(source, options, job_id, session_id))
+        self._keeping.add(task)
+        task.add_done_callback(self._keeping.discard)
+
+    async def _keep(self, source: dict, options: dict, job_id: str, session_id: str) -> None:
+        """Record the session's job as failed (nothing if it was queued after all) and link the
+        session to it, retrying with backoff until Redis takes both or the app stops."""
+        delay = QUEUE_RETRY_FIRST
         while True:
-            job = await run_in_threadpool(self.store.public, job_id)
+            try:
+                await run_in_threadpool(self.store.create_failed, source, options, job_id, FINALIZE_FAILED)
+                await run_in_threadpool(self.store.link_session, session_id, job_id)
+                return
+            except redis.RedisError as error:
+                log.warning("session %s: cannot record its failed job yet (%s); retrying in %g s",
+                            session_id, type(error).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(KEEP_RETRY_MAX, delay * 2)
+
+    async def close(self) -> None:
+        """Stop the background tries (the app is stopping); a folder left unrecorded is an orphan."""
+        for task in list(self._keeping):
+            task.cancel()
+        await asyncio.gather(*self._keeping, return_exceptions=True)
+
+    async def _wait(self, job_id: str) -> dict:
+        """The job once it ends, or as last seen at the timeout. The job is queued and will be
+        scored whatever happens here, so a Redis fault while waiting only means asking again."""
+        deadline = time.monotonic() + self.timeout
+        job = {"status": "queued", "error": None}  # as it was queued, until Redis says more
+        while True:
+            try:
+                job = await run_in_threadpool(self.store.public, job_id)
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass
             if job["status"] in FINAL_STATES or time.monotonic() > deadline:
                 return job
             await asyncio.sleep(self.poll)
@@ -99,17 +144,20 @@ class SessionFinalizer:
 
 async def show_session(request: Request) -> Response:
     store: JobStore = request.app.state.store
+    gateway = request.app.state.gateway
     session_id = request.path_params["session_id"]
-    failed = request.app.state.gateway.failures.get(session_id)
-    if failed is not None:
-        return JSONResponse(failed)
-    try:
+    try:  # the job first: a session remembered as failed in memory may have its job recorded since
         job_id = await run_in_threadpool(store.job_of_session, session_id)
         job = await run_in_threadpool(store.public, job_id)
-    except JobNotFound:
-        live = request.app.state.gateway.sessions.get(session_id)
+    except (JobNotFound, redis.ConnectionError, redis.TimeoutError) as error:
+        failed = gateway.failures.get(session_id)  # what this process knows answers even with Redis down
+        if failed is not None:
+            return JSONResponse(failed)
+        live = gateway.sessions.get(session_id)
         if live is None:
-            raise ApiError(404, "not_found", "no such session") from None
+            if isinstance(error, JobNotFound):
+                raise ApiError(404, "not_found", "no such session") from None
+            raise
         return JSONResponse({"session_id": session_id, "status": "live", "seconds": round(live.session.seconds, 3),
                              "hits_total": len(live.session.hits)})
     return JSONResponse({"session_id": session_id, "status": job["status"], "job_id": job_id, "job": job,

@@ -12,10 +12,8 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from web.errors import ApiError
+from web.errors import CLOSE, ApiError
 from web.http_settings import HttpSettings
-
-CLOSE = {"Connection": "close"}
 
 
 class PacedBody:

@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from stream import bounded_json
+from stream.addresses import client_key
 from stream.gateway import FINALIZE_FAILED, Gateway, ProtocolError
 from stream.pace import SessionTooSlow
 from stream.runner import LiveRunner, SessionTooLong
@@ -170,7 +171,7 @@ class Peer:
 
     def _control(self, message) -> None:
         try:
-            payload = bounded_json.loads(message, MAX_CONTROL_BYTES) if isinstance(message, str) else None
+            payload = bounded_json.loads(message.encode(), MAX_CONTROL_BYTES) if isinstance(message, str) else None
         except bounded_json.JsonRejected as error:
             self.emit({"type": "error", "code": error.code, "message": error.message})
             return
@@ -237,7 +238,8 @@ class Peer:
                 until = runner.pace.deadline if runner is not None else math.inf  # the minimum rate's next check
                 try:
                     frame = await asyncio.wait_for(track.recv(), max(0.0, min(idle_at, until) - time.monotonic()))
-                except MediaStreamError:
+                except MediaStreamError:  # the track ended: the browser is gone
+                    self._close_soon(0)
                     return
                 except asyncio.TimeoutError:
                     if runner is not None and until < idle_at:
@@ -280,8 +282,10 @@ class Peer:
             self._close_soon(2.0)  # closing finalizes the session
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # a failing disk under the recording, or anything unforeseen: end it all, keep nothing held
             log.exception("reading the audio track failed")
+            self.emit({"type": "error", "code": "internal", "message": "the live session failed on the server"})
+            self._close_soon(2.0)  # closing finalizes the session and frees its slots
 
     # -- the end ----------------------------------------------------------------------
 
@@ -350,7 +354,7 @@ class Offer(BaseModel):
 async def offer(request: Request) -> Response:
     body = validate(Offer, await read_json(request, MAX_OFFER_BYTES), "invalid_offer")
     peers: RtcPeers = request.app.state.rtc
-    address = request.client.host if request.client else ""
+    address = client_key(request.client.host) if request.client else ""
     refusal = peers.refusal(address, request.app.state.gateway.settings.max_sessions)
     if refusal is not None:
         raise ApiError(429, "busy", refusal, {"Retry-After": "10"})

@@ -1,12 +1,19 @@
 """Reading a job submission: a multipart upload streamed to disk, or a JSON body with a link.
 
+While an upload streams in, its job folder is touched every ``TOUCH_SECONDS`` (Starlette
+spools the file part elsewhere until the body is complete, so the folder itself would look
+idle): the retention sweep removes only folders idle for its grace, and a slow 200 MB upload
+can take longer than that.
+
 Both are validated by schema: ``separate`` one of auto/on/off, ``title`` at most
 ``MAX_TITLE`` characters (a file name's longest, as the page sends a file's name), a link
-at most ``MAX_URL`` characters, and nothing else.
+at most ``batch.links.MAX_URL_CHARS`` characters, and nothing else.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -16,12 +23,13 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from batch.ingest import TooLarge
+from batch.links import MAX_URL_CHARS
 from web.bodies import read_json, validate
 from web.errors import ApiError
 
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file part
 MAX_TITLE = 256
-MAX_URL = 2048
+TOUCH_SECONDS = 2.0  # how often a job folder is marked busy while its upload streams
 
 
 class JobOptions(BaseModel):
@@ -35,15 +43,19 @@ class JobOptions(BaseModel):
 
 
 class LinkSubmission(JobOptions):
-    url: str = Field(min_length=1, max_length=MAX_URL)
+    url: str = Field(min_length=1, max_length=MAX_URL_CHARS)
 
 
-async def _limited(request: Request, limit: int):
-    size = 0
+async def _limited(request: Request, limit: int, folder: Path):
+    """The body's chunks up to ``limit`` bytes, touching ``folder`` as they come."""
+    size, touched = 0, time.monotonic()
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise TooLarge(limit - MULTIPART_SLACK)
+        if time.monotonic() - touched >= TOUCH_SECONDS:
+            os.utime(folder)  # still arriving: not an orphan for the retention sweep
+            touched = time.monotonic()
         yield chunk
 
 
@@ -52,7 +64,7 @@ async def read_upload(request: Request, folder: Path, limit: int) -> tuple[Path,
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
         raise TooLarge(limit)
-    parser = MultiPartParser(request.headers, _limited(request, limit + MULTIPART_SLACK), max_files=1, max_fields=10)
+    parser = MultiPartParser(request.headers, _limited(request, limit + MULTIPART_SLACK, folder), max_files=1, max_fields=10)
     try:
         form = await parser.parse()
     except MultiPartException as error:
