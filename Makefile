@@ -40,8 +40,8 @@ bench: install
 TRAIN_PACKAGES := hydrogen-drumkits fluidsynth fluid-soundfont-gm musescore-general-soundfont \
 	avldrums.lv2-soundfont sonic-pi-samples lmms-common
 VAL_DATA ?= val-data
-TRAIN_STEPS ?= 5000
-KEEP_STEPS ?= 3000 4000 5000
+TRAIN_STEPS ?= 4000
+KEEP_STEPS ?= 3000 3500 4000
 RENDER_OPTIONS := --band-chance 0.5 --strums --percussion-chance 0.35 --room-chance 0.5
 
 train-deps:

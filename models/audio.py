@@ -17,12 +17,14 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import av
 import numpy as np
 import soundfile as sf
 import soxr
+
+if TYPE_CHECKING:  # PyAV loads FFmpeg (about 0.1 s): imported where a file needs it
+    import av
 
 ErrorCode = Literal["not_found", "unsupported_media", "empty", "truncated", "silent", "invalid_samples",
                     "too_long", "too_large"]
@@ -253,6 +255,8 @@ def _soundfile_chunks(path: Path, f: sf.SoundFile) -> _Chunks:
 
 def _open_av(path: Path) -> tuple[_Probe, _Chunks]:
     """The header and chunks of the first audio stream via FFmpeg."""
+    import av
+
     try:
         container = av.open(str(path))
     except av.error.EOFError:
@@ -269,6 +273,8 @@ def _open_av(path: Path) -> tuple[_Probe, _Chunks]:
 
 def _stated_seconds(path: Path, container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
     """The length the file's own header or index states, or None where FFmpeg would only guess."""
+    import av
+
     name = container.format.name
     if name not in _STATED_LENGTH_FORMATS and not (name == "mp3" and _mp3_has_length_header(path)):
         return None
@@ -292,6 +298,8 @@ def _mp3_has_length_header(path: Path) -> bool:
 def _av_chunks(path: Path, container: av.container.InputContainer, stream: av.AudioStream,
                stated: float | None) -> _Chunks:
     """Decoded frames as float; a decode error, or audio well short of the stated length, is a cut."""
+    import av
+
     with container:
         to_float = av.AudioResampler(format="fltp")  # keeps the channels and rate of the first frame
         seconds = 0.0
