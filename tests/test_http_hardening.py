@@ -374,7 +374,11 @@ def test_health_and_metrics_show_counts_not_worker_names(settings):
         assert names[0] not in client.get("/metrics").text and names[0] not in json.dumps(health)
     detailed = dataclasses.replace(TEST_HOSTS, health_details=True)
     with TestClient(create_app(settings, http_settings=detailed)) as client:
-        assert client.get("/api/v1/health").json()["workers"]["names"] == client.app.state.store.live_workers()
+        deadline = time.monotonic() + 30
+        while not (names := client.app.state.store.live_workers()):  # not [] == []: a worker reads
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.get("/api/v1/health").json()["workers"]["names"] == names
 
 
 # -- WebRTC offers per address -----------------------------------------------------------
