@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import json
 import logging
 import socket
 import threading
 import time
 
+import httpx
 import numpy as np
 import pytest
 import redis
 import soundfile as sf
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,8 +30,11 @@ from bench.faults import RedisServer
 from models.synthetic import rock_beat
 from stream.addresses import client_key
 from stream.config import LiveSettings
+from tests.conftest import RunningServer
 from tests.test_http_hardening import Served, multipart_head, status_and_json, read_all
 from tests.test_live import START, app_client, expect_error, pcm, play
+from tests.test_rtc import RATE as RTC_RATE
+from tests.test_rtc import BeatTrack
 from web.errors import HANDLERS
 from web.guard import Guard
 from web.http_settings import HttpSettings
@@ -195,3 +201,39 @@ def test_the_text_message_limit_counts_bytes(settings):
         with client.websocket_connect("/api/v1/stream") as ws:
             ws.send_text(text)
             expect_error(ws, "too_big", 1009)
+
+
+# -- 5. a WebRTC reader that fails frees its slots ---------------------------------------------
+
+def test_a_failing_webrtc_reader_closes_the_peer_and_finalizes_the_session(settings):
+    audio, _ = rock_beat(bars=4, bpm=120, rate=RTC_RATE)
+
+    async def run(server: RunningServer) -> dict:
+        pc = RTCPeerConnection()
+        pc.addTrack(BeatTrack(audio))
+        channel = pc.createDataChannel("events")
+        messages: asyncio.Queue[dict] = asyncio.Queue()
+        channel.on("message", lambda text: messages.put_nowait(json.loads(text)))
+        await pc.setLocalDescription(await pc.createOffer())
+        async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
+            answer = (await http.post("/api/v1/rtc/offer", json={"sdp": pc.localDescription.sdp,
+                                                                "type": "offer"})).json()
+        await pc.setRemoteDescription(RTCSessionDescription(**answer))
+        try:
+            while (message := await asyncio.wait_for(messages.get(), 30))["type"] != "ready":
+                pass
+            runner = server.app.state.gateway.sessions[message["session_id"]]
+            runner.session.recording._file.close()  # the recording's disk fails under the reader
+            while (message := await asyncio.wait_for(messages.get(), 30))["type"] != "error":
+                pass
+            return message
+        finally:
+            await pc.close()
+
+    with RunningServer(create_app(settings)) as server:
+        error = asyncio.run(run(server))
+        assert error["code"] == "internal"
+        deadline = time.monotonic() + 20
+        while server.app.state.rtc.peers or server.app.state.gateway.sessions:
+            assert time.monotonic() < deadline, "the peer or its session is still held"
+            time.sleep(0.1)
