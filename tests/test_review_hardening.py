@@ -237,3 +237,19 @@ def test_a_failing_webrtc_reader_closes_the_peer_and_finalizes_the_session(setti
         while server.app.state.rtc.peers or server.app.state.gateway.sessions:
             assert time.monotonic() < deadline, "the peer or its session is still held"
             time.sleep(0.1)
+
+
+# -- 9. a job's event stream through a Redis outage --------------------------------------------
+
+def test_an_event_stream_ends_with_unavailable_when_redis_goes(tmp_path, settings):
+    with RedisServer(tmp_path / "redis") as server:
+        external = dataclasses.replace(settings, redis_url=server.url, workers=0)
+        with TestClient(create_app(external)) as client:
+            job_id = client.app.state.store.create({"kind": "upload", "file": "input.wav"}, {})
+            with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as events:
+                lines = events.iter_lines()
+                assert next(lines).startswith("data: ")  # the queued job
+                server.stop()
+                rest = list(lines)  # the stream ends, it does not break
+            server.start()
+    assert "event: unavailable" in rest
