@@ -30,6 +30,8 @@ from bench.faults import RedisServer
 from models.synthetic import rock_beat
 from stream.addresses import client_key
 from stream.config import LiveSettings
+from stream.pcm import PcmFormat
+from stream.session import LiveSession
 from tests.conftest import RunningServer
 from tests.test_http_hardening import Served, multipart_head, status_and_json, read_all
 from tests.test_live import START, app_client, expect_error, pcm, play
@@ -191,6 +193,14 @@ def test_a_batch_limit_that_leaves_live_sessions_no_audio_is_refused():
     with pytest.raises(ValueError, match="DRUMSCRIBE_MAX_SECONDS"):
         LiveSettings().within(1.0)
     assert LiveSettings().within(61.0).max_session_seconds == 60.0
+
+
+def test_a_session_past_a_limit_below_zero_takes_no_audio():
+    from models.detector import Detector
+
+    session = LiveSession(Detector(), PcmFormat(16000, 1, "s16le"), max_seconds=-1.0)
+    session.accept(bytes(3200))
+    assert session.samples_in == 0 and session.full
 
 
 # -- 15. the text message limit is in bytes ------------------------------------------------------
