@@ -99,14 +99,17 @@ def refusal(path: Path, **kwargs) -> AudioError:
 def decode_in_subprocess(path: Path) -> dict:
     """read_audio in a fresh interpreter: its outcome and the process's peak resident memory."""
     script = """
-import json, resource, sys
+import json, sys
 from models.audio import AudioError, read_audio
 try:
     audio, rate = read_audio(sys.argv[1])
     out = {"rate": rate, "frames": len(audio), "peak": float(abs(audio).max())}
 except AudioError as error:
     out = {"code": error.code, "message": str(error)}
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM is this process image's own peak: getrusage's ru_maxrss keeps the forking parent's
+# peak across exec, so under a pytest process that has grown it reports the parent's size.
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+out["peak_rss_mb"] = int(hwm.split()[1]) / 1024
 print(json.dumps(out))
 """
     done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT,
