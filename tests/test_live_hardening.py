@@ -10,18 +10,17 @@ import math
 import time
 import tracemalloc
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 
 from models.audio import resample
 from models.synthetic import rock_beat
 from tests.conftest import RunningServer
 from tests.test_live import FAST, START, app_client, collect_until_final, expect_error, pcm, play, wait_for_session
 from tests.test_rtc import RATE as RTC_RATE
-from tests.test_rtc import BeatTrack
+from tests.test_rtc import BeatTrack, connect_peer
 from web.app import create_app
 
 
@@ -217,11 +216,7 @@ def test_datachannel_messages_are_parsed_within_bounds(settings):
                 arrived.clear()
                 await asyncio.wait_for(arrived.wait(), 30)
 
-        await pc.setLocalDescription(await pc.createOffer())
-        async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
-            answer = (await http.post("/api/v1/rtc/offer", json={"sdp": pc.localDescription.sdp,
-                                                                "type": "offer"})).json()
-        await pc.setRemoteDescription(RTCSessionDescription(**answer))
+        await connect_peer(pc, server.http)
         try:
             await next_of("ready")
             errors = []

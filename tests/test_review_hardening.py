@@ -12,12 +12,11 @@ import socket
 import threading
 import time
 
-import httpx
 import numpy as np
 import pytest
 import redis
 import soundfile as sf
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
@@ -36,7 +35,7 @@ from tests.conftest import RunningServer
 from tests.test_http_hardening import Served, multipart_head, status_and_json, read_all
 from tests.test_live import START, app_client, expect_error, pcm, play
 from tests.test_rtc import RATE as RTC_RATE
-from tests.test_rtc import BeatTrack
+from tests.test_rtc import BeatTrack, connect_peer
 from web.errors import HANDLERS
 from web.guard import Guard
 from web.http_settings import HttpSettings
@@ -224,11 +223,7 @@ def test_a_failing_webrtc_reader_closes_the_peer_and_finalizes_the_session(setti
         channel = pc.createDataChannel("events")
         messages: asyncio.Queue[dict] = asyncio.Queue()
         channel.on("message", lambda text: messages.put_nowait(json.loads(text)))
-        await pc.setLocalDescription(await pc.createOffer())
-        async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
-            answer = (await http.post("/api/v1/rtc/offer", json={"sdp": pc.localDescription.sdp,
-                                                                "type": "offer"})).json()
-        await pc.setRemoteDescription(RTCSessionDescription(**answer))
+        await connect_peer(pc, server.http)
         try:
             while (message := await asyncio.wait_for(messages.get(), 30))["type"] != "ready":
                 pass

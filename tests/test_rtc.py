@@ -50,6 +50,15 @@ class BeatTrack(MediaStreamTrack):
         return frame
 
 
+async def connect_peer(pc: RTCPeerConnection, base: str) -> None:
+    """Offer ``pc`` to the server at ``base`` and apply its answer (WebRTC signalling over HTTP)."""
+    await pc.setLocalDescription(await pc.createOffer())
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        answer = (await http.post("/api/v1/rtc/offer", json={"sdp": pc.localDescription.sdp,
+                                                            "type": pc.localDescription.type})).json()
+    await pc.setRemoteDescription(RTCSessionDescription(**answer))
+
+
 async def rtc_session(base: str, audio: np.ndarray, stop: bool = True) -> tuple[list[dict], RTCPeerConnection]:
     """Send ``audio`` over WebRTC; with ``stop``, end with a stop message and wait for ``final``."""
     pc = RTCPeerConnection()
@@ -66,11 +75,7 @@ async def rtc_session(base: str, audio: np.ndarray, stop: bool = True) -> tuple[
         if message["type"] in ("final", "error") and not final.done():
             final.set_result(message)
 
-    await pc.setLocalDescription(await pc.createOffer())
-    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-        answer = (await http.post("/api/v1/rtc/offer", json={"sdp": pc.localDescription.sdp,
-                                                            "type": pc.localDescription.type})).json()
-    await pc.setRemoteDescription(RTCSessionDescription(**answer))
+    await connect_peer(pc, base)
     deadline = time.monotonic() + 30 + len(audio) / RATE
     while track.sent < len(track.pcm) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -162,11 +167,7 @@ def test_a_peer_that_sends_no_audio_is_told_and_dropped(settings):
             channel = pc.createDataChannel("events")
             error = asyncio.get_running_loop().create_future()
             channel.on("message", lambda text: error.done() or error.set_result(json.loads(text)))
-            await pc.setLocalDescription(await pc.createOffer())
-            async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
-                answer = (await http.post("/api/v1/rtc/offer", json={"sdp": pc.localDescription.sdp,
-                                                                    "type": "offer"})).json()
-            await pc.setRemoteDescription(RTCSessionDescription(**answer))
+            await connect_peer(pc, server.http)
             try:
                 return await asyncio.wait_for(error, 20)
             finally:
