@@ -14,14 +14,22 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from models.detector import Detector
-from models.evaluate import evaluate_many, format_table, load_onsets
+from models.evaluate import Onsets, evaluate_many, format_table, load_onsets
 from models.runtime import HitModel
 from models.train.scoring import activations, onsets, tune
 from models.train.validate import validation_items
 
 TRACKS = ("Beatles", "Britpop", "Country1", "Punk", "Reggae", "Rockabilly", "Shadows")
 KINDS = ("drums", "mix")
+
+
+def mdb_items(detector: Detector, folder: Path) -> dict[tuple[str, str], tuple[np.ndarray, Onsets]]:
+    """Activations and annotated onsets of every (track, kind) file present in ``folder``."""
+    return {(track, kind): (activations(detector, folder / f"{track}_{kind}.wav"), load_onsets(folder / f"{track}_class.txt"))
+            for track in TRACKS for kind in KINDS if (folder / f"{track}_{kind}.wav").exists()}
 
 
 def main() -> None:
@@ -35,9 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     model = HitModel(args.weights)
     detector = Detector(model)
-    cached = {(track, kind): (activations(detector, args.folder / f"{track}_{kind}.wav"),
-                              load_onsets(args.folder / f"{track}_class.txt"))
-              for track in TRACKS for kind in KINDS if (args.folder / f"{track}_{kind}.wav").exists()}
+    cached = mdb_items(detector, args.folder)
     shipped = dict(model.card.thresholds)
 
     def report(title: str, thresholds_of) -> None:

@@ -17,22 +17,21 @@ from pathlib import Path
 import torch
 
 from models.detector import Detector
-from models.evaluate import evaluate_many, load_onsets
+from models.evaluate import evaluate_many
 from models.network import HitNet
 from models.runtime import HitModel
 from models.train.export import DEFAULT_THRESHOLDS, export
-from models.train.mdb import KINDS, TRACKS
-from models.train.scoring import activations, onsets, tune
+from models.train.mdb import KINDS, mdb_items
+from models.train.scoring import onsets, tune
 from models.train.validate import validation_items
 
 
 def score(weights: Path, validation: Path, mdb: Path) -> tuple[dict[str, float], dict[str, float]]:
     """Micro F on each set with thresholds tuned on all of them, and those thresholds."""
     detector = Detector(HitModel(weights))
-    sets = {"validation": validation_items(detector, validation)}
-    for kind in KINDS:
-        sets[f"mdb_{kind}"] = [(activations(detector, mdb / f"{track}_{kind}.wav"), load_onsets(mdb / f"{track}_class.txt"))
-                               for track in TRACKS if (mdb / f"{track}_{kind}.wav").exists()]
+    tracks = mdb_items(detector, mdb)
+    sets = {"validation": validation_items(detector, validation),
+            **{f"mdb_{kind}": [item for (_, k), item in tracks.items() if k == kind] for kind in KINDS}}
     thresholds = tune(detector, [item for items in sets.values() for item in items], DEFAULT_THRESHOLDS)
     figures = {name: evaluate_many([(onsets(detector, p, thresholds), ref) for p, ref in items])["micro"]["f"]
                for name, items in sets.items()}

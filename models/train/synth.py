@@ -28,10 +28,10 @@ from models.vocab import FAMILY_OF, INSTRUMENTS
 GROOVE_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "groove-midi"
 MAX_SECONDS = 60.0
 CHOKED_BY = {"hihat_open": {"hihat_closed", "hihat_pedal"}}
-# How often each sampled hand-percussion sound plays a part: the tambourine, the likeliest
-# to be taken for a hi-hat or a cymbal in real songs, most often.
 # Kits never trained on: the validation set is rendered with them (``--kits validation``).
 VALIDATION_KITS = ("hydrogen:Millo_MultiLayered3", "sf:AVL_Red_Zeppelin:0", "sf:MuseScore_General:16", "sf:FluidR3_GM:24")
+# How often each sampled hand-percussion sound plays a part: the tambourine, the likeliest
+# to be taken for a hi-hat or a cymbal in real songs, most often.
 PERCUSSION_WEIGHTS = {"tambourine": 4.0, "shaker": 2.0, "cowbell": 1.0, "block": 1.0, "snap": 1.0}
 
 
@@ -91,13 +91,11 @@ def render_drums(events: list[DrumEvent], kit: Kit, seconds: float, rng: np.rand
         second = blend.sample(event.instrument, event.velocity, rng) if blend is not None and rng.random() < 0.5 else None
         if second is not None:
             extra = second.audio[: end - start] * (balance.level(event.instrument, event.velocity, second) * 10 ** (blend_db / 20))
-            shot = shot.copy()
             shot[: len(extra)] += extra
         if end - start < len(layer.audio):
             fade = min(len(shot), SAMPLE_RATE // 100)
-            shot = shot.copy()
             shot[-fade:] *= np.linspace(1, 0, fade)
-        out[start:start + len(shot)] += shot
+        out[start:end] += shot
         played.append(event)
     return out[: int(seconds * SAMPLE_RATE)], played
 
