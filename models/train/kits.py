@@ -10,7 +10,6 @@ import re
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -122,12 +121,10 @@ class Kit:
         return fitting[rng.integers(len(fitting))]
 
 
-def instrument_for_name(name: str) -> str | None:
+def named_by(name: str, rules: tuple[tuple[str, str | None], ...]) -> str | None:
+    """What the first rule whose pattern is found in ``name`` (lower-cased) names it; None skips."""
     lowered = name.lower()
-    for pattern, instrument in _NAME_RULES:
-        if re.search(pattern, lowered):
-            return instrument
-    return None
+    return next((target for pattern, target in rules if re.search(pattern, lowered)), None)
 
 
 def trim_onset(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
@@ -144,15 +141,15 @@ def _read_mono(path: Path) -> np.ndarray:
     return trim_onset(resample(audio.mean(axis=1), rate, SAMPLE_RATE))
 
 
-def load_hydrogen_kit(folder: Path, name_rule: Callable[[str], str | None] = instrument_for_name) -> Kit:
-    """A Hydrogen kit's samples, keyed by what ``name_rule`` makes of each instrument's name."""
+def load_hydrogen_kit(folder: Path, rules: tuple[tuple[str, str | None], ...] = _NAME_RULES) -> Kit:
+    """A Hydrogen kit's samples, keyed by what ``rules`` make of each instrument's name."""
     root = ET.parse(folder / "drumkit.xml").getroot()
     ns = re.match(r"\{.*\}", root.tag)
     prefix = ns.group(0) if ns else ""
     kit = Kit(name=f"hydrogen:{folder.name}")
     for element in root.iter(f"{prefix}instrument"):
         name = element.findtext(f"{prefix}name") or ""
-        instrument = name_rule(name)
+        instrument = named_by(name, rules)
         if instrument is None:
             continue
         volume = float(element.findtext(f"{prefix}volume") or 1.0)
@@ -176,14 +173,9 @@ PERCUSSION_RULES: tuple[tuple[str, str], ...] = (
 )
 
 
-def percussion_for_name(name: str) -> str | None:
-    lowered = name.lower()
-    return next((sound for pattern, sound in PERCUSSION_RULES if re.search(pattern, lowered)), None)
-
-
 def load_percussion() -> Kit:
     """Every sampled hand-percussion sound on hand (Hydrogen kits, AVL, LMMS), as one kit."""
-    parts = [load_hydrogen_kit(drumkit.parent, percussion_for_name) for drumkit in sorted(HYDROGEN_DIR.glob("*/drumkit.xml"))]
+    parts = [load_hydrogen_kit(drumkit.parent, PERCUSSION_RULES) for drumkit in sorted(HYDROGEN_DIR.glob("*/drumkit.xml"))]
     for font in SOUNDFONTS.values():
         if font.path.exists() and font.notes is AVL_NOTES:
             parts.append(load_soundfont_kit("avl-percussion", font, 0, AVL_PERCUSSION_NOTES))
@@ -249,7 +241,7 @@ def load_sample_folder(name: str, folder: Path, rules: tuple[tuple[str, str | No
     """Loose one-shots named by ``rules``; a ``soft``/``hard`` in the name sets the velocity range."""
     kit = Kit(name=name)
     for path in sorted(folder.glob("*")):
-        sound = next((target for pattern, target in rules if re.search(pattern, path.stem.lower())), None)
+        sound = named_by(path.stem, rules)
         if sound is None or path.suffix.lower() not in (".flac", ".ogg", ".wav"):
             continue
         try:
