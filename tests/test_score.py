@@ -10,7 +10,7 @@ import pytest
 from music21 import converter, note, percussion
 
 from batch.score import make_score, notation_svg, write_outputs
-from batch.score.beats import estimate_grid
+from models.beats import estimate_grid
 from batch.score.kit import drum_by_look
 from batch.score.quantize import quantize
 from batch.score.render import svg_pages

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch.score.beats import Grid, estimate_grid
+from models.beats import Grid, estimate_grid
 from batch.score.kit import drum_of
 from batch.score.notation import build_score
 from batch.score.quantize import EARLY, Bar, quantize

@@ -11,7 +11,7 @@ import argparse
 import collections
 from pathlib import Path
 
-from batch.score.beats import estimate_grid
+from models.beats import estimate_grid
 from models.peaks import Hit
 from models.train.grooves import list_performances, read_events
 from models.vocab import FAMILY_OF

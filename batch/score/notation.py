@@ -13,7 +13,7 @@ from fractions import Fraction
 
 from music21 import beam, clef, duration, instrument, metadata, meter, note, percussion, stream, tempo
 
-from batch.score.beats import Grid
+from models.beats import Grid
 from batch.score.kit import FEET, HANDS, KIT, Drum, drum_by_look
 from batch.score.quantize import Bar, Note
 

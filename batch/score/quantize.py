@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from math import floor
 
-from batch.score.beats import Grid
+from models.beats import Grid
 from batch.score.kit import drum_of
 from models.peaks import Hit
 
