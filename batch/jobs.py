@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import redis
 
 from batch.config import Settings
+from batch.keys import KEY_FIELD
 from batch.retry import is_nogroup
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -33,6 +34,12 @@ COUNTS_KEY = "drumscribe:counts"
 COUNTED_SINCE = "since"  # a field of COUNTS_KEY: the counters cover every job since that time
 WORKERS_KEY = "drumscribe:workers"
 STAGE_KEY = "drumscribe:stage_seconds"
+KEY_RECENT_KEPT = 1000  # entries of one API key's recent list
+
+
+def recent_of(key_name: str) -> str:
+    """The recent list of one API key's jobs."""
+    return f"drumscribe:recent:{key_name}"
 
 # Set fields of a job if it has the owner ARGV[1] ('' = any) and one of the states ARGV[2]
 # (',a,b,'); a change of 'status' moves the job between counters.
@@ -139,27 +146,34 @@ class JobStore:
     def new_id() -> str:
         return uuid.uuid4().hex
 
-    def create(self, source: dict, options: dict, job_id: str | None = None) -> str:
-        """Record a new queued job and put it on the stream; returns its id."""
+    def create(self, source: dict, options: dict, job_id: str | None = None, key_name: str = "") -> str:
+        """Record a new queued job of the API key ``key_name`` ('' without keys) and put it on the
+        stream; returns its id."""
         job_id = job_id or self.new_id()
-        self._record(job_id, source, options, "queued", "", queue=True)
+        self._record(job_id, source, options, "queued", "", key_name, queue=True)
         return job_id
 
-    def create_failed(self, source: dict, options: dict, job_id: str, error: str) -> None:
+    def create_failed(self, source: dict, options: dict, job_id: str, error: str, key_name: str = "") -> None:
         """Record a job that failed before it could be queued (a live session whose score could not
         be queued), so its folder is kept and expires like any failed job's; nothing if it exists."""
-        self._record(job_id, source, options, "failed", error, queue=False)
+        self._record(job_id, source, options, "failed", error, key_name, queue=False)
 
-    def _record(self, job_id: str, source: dict, options: dict, status: str, error: str, queue: bool) -> None:
+    def _record(self, job_id: str, source: dict, options: dict, status: str, error: str, key_name: str,
+                queue: bool) -> None:
         now = time.time()
         record = {
             "id": job_id, "status": status, "stage": status, "progress": 0.0, "error": error,
-            "created": now, "updated": now, "attempts": 0, "owner": "",
+            "created": now, "updated": now, "attempts": 0, "owner": "", KEY_FIELD: key_name,
             "source": json.dumps(source), "options": json.dumps(options),
         }
         fields = [item for pair in record.items() for item in pair]
         keys = [self.key(job_id), RECENT_KEY, COUNTS_KEY] + ([self.settings.stream_name] if queue else [])
         self._create(keys=keys, args=[job_id, now, *fields])
+        if key_name:  # the key's own recent list: the newest KEY_RECENT_KEPT (deleted jobs drop out as read)
+            pipe = self.redis.pipeline()
+            pipe.zadd(recent_of(key_name), {job_id: now})
+            pipe.zremrangebyrank(recent_of(key_name), 0, -KEY_RECENT_KEPT - 1)
+            pipe.execute()
 
     def get(self, job_id: str) -> dict:
         record = self.redis.hgetall(self.key(job_id))
@@ -167,9 +181,11 @@ class JobStore:
             raise JobNotFound(job_id)
         return record
 
-    def public(self, job_id: str) -> dict:
-        """The job as the API shows it."""
+    def public(self, job_id: str, key_name: str | None = None) -> dict:
+        """The job as the API shows it; with ``key_name``, ``JobNotFound`` unless it is that key's job."""
         record = self.get(job_id)
+        if key_name is not None and record.get(KEY_FIELD, "") != key_name:
+            raise JobNotFound(job_id)
         options = json.loads(record.get("options") or "{}")
         return {
             "id": job_id, "status": record["status"], "stage": record["stage"],
@@ -177,13 +193,15 @@ class JobStore:
             "title": options.get("title"), "created": float(record["created"]),
         }
 
-    def recent(self, limit: int = 20) -> list[dict]:
+    def recent(self, limit: int = 20, key_name: str | None = None) -> list[dict]:
+        """The newest jobs; with ``key_name``, that key's only."""
+        listing = RECENT_KEY if key_name is None else recent_of(key_name)
         jobs = []
-        for job_id in self.redis.zrevrange(RECENT_KEY, 0, limit - 1):
+        for job_id in self.redis.zrevrange(listing, 0, limit - 1):
             try:
-                jobs.append(self.public(job_id))
+                jobs.append(self.public(job_id, key_name))
             except JobNotFound:
-                self.redis.zrem(RECENT_KEY, job_id)
+                self.redis.zrem(listing, job_id)
         return jobs
 
     def progress(self, delivery: Delivery, stage: str, progress: float) -> bool:
