@@ -15,14 +15,16 @@ seconds after its last read.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
 from batch.config import Settings
+from batch import tracing
 from batch.keys import KEY_FIELD
 from batch.retry import is_nogroup
 
@@ -59,15 +61,21 @@ end
 return 1
 """
 
-# Record a new job ARGV[1] created at ARGV[2] with fields ARGV[3..] and queue it if given the
-# stream KEYS[4], once: a create retried after its reply was lost finds the job there and
-# queues nothing twice.
+# Record a new job ARGV[1] created at ARGV[2] with fields ARGV[4 + ARGV[3]..] and queue it if
+# given the stream KEYS[4], once: a create retried after its reply was lost finds the job there
+# and queues nothing twice. The message is the job's id and the ARGV[3] strings ARGV[4..], the
+# trace context's fields and values (``batch.tracing.carrier``).
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local traced = tonumber(ARGV[3])
+for i = 4 + traced, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('HINCRBY', KEYS[3], redis.call('HGET', KEYS[1], 'status'), 1)
-if KEYS[4] then redis.call('XADD', KEYS[4], '*', 'job', ARGV[1]) end
+if KEYS[4] then
+  local message = {'job', ARGV[1]}
+  for i = 4, 3 + traced do message[#message + 1] = ARGV[i] end
+  redis.call('XADD', KEYS[4], '*', unpack(message))
+end
 return 1
 """
 
@@ -111,6 +119,7 @@ class Delivery:
     job_id: str
     attempt: int
     owner: str
+    trace: dict[str, str] = field(default_factory=dict)  # the W3C trace context the message carried
 
 
 class JobStore:
@@ -168,12 +177,21 @@ class JobStore:
         }
         fields = [item for pair in record.items() for item in pair]
         keys = [self.key(job_id), RECENT_KEY, COUNTS_KEY] + ([self.settings.stream_name] if queue else [])
-        self._create(keys=keys, args=[job_id, now, *fields])
+        with self._queue_span(job_id) if queue else contextlib.nullcontext():
+            context = [item for pair in tracing.carrier().items() for item in pair] if queue else []
+            self._create(keys=keys, args=[job_id, now, len(context), *context, *fields])
         if key_name:  # the key's own recent list: the newest KEY_RECENT_KEPT (deleted jobs drop out as read)
             pipe = self.redis.pipeline()
             pipe.zadd(recent_of(key_name), {job_id: now})
             pipe.zremrangebyrank(recent_of(key_name), 0, -KEY_RECENT_KEPT - 1)
             pipe.execute()
+
+    def _queue_span(self, job_id: str):
+        """The span of queueing a job: the parent of the worker's span, through the message."""
+        return tracing.tracer.start_as_current_span(
+            "queue", kind=tracing.trace.SpanKind.PRODUCER,
+            attributes={"messaging.system": "redis", "messaging.destination.name": self.settings.stream_name,
+                        "drumscribe.job_id": job_id})
 
     def get(self, job_id: str) -> dict:
         record = self.redis.hgetall(self.key(job_id))
@@ -215,6 +233,10 @@ class JobStore:
                   "error", error, "updated", time.time(), "finished", time.time()]
         if status == "succeeded":
             fields += ["progress", 1.0]
+        span = tracing.trace.get_current_span()  # the worker's span of the job
+        span.set_attribute("drumscribe.status", status)
+        if error:
+            tracing.fail(span, error)
         return self._update(delivery.job_id, delivery.owner, ",running,", *fields)
 
     def cancel(self, job_id: str) -> dict:
@@ -264,10 +286,10 @@ class JobStore:
             if not fields:  # the entry was trimmed away while pending
                 self.ack(entry_id)
                 continue
-            return self._start(entry_id, fields["job"], consumer)
+            return self._start(entry_id, fields["job"], consumer, {k: v for k, v in fields.items() if k != "job"})
         return None
 
-    def _start(self, entry_id: str, job_id: str, consumer: str) -> Delivery | None:
+    def _start(self, entry_id: str, job_id: str, consumer: str, trace: dict[str, str]) -> Delivery | None:
         """Mark the job running under a new attempt, or settle entries that need no work."""
         record = self.redis.hgetall(self.key(job_id))
         if not record or record["status"] in FINAL_STATES:
@@ -284,7 +306,7 @@ class JobStore:
                             "attempts", attempt, "owner", owner, "updated", time.time()):
             self.ack(entry_id)  # cancelled or deleted since it was read
             return None
-        return Delivery(entry_id, job_id, attempt, owner)
+        return Delivery(entry_id, job_id, attempt, owner, trace)
 
     def keep_alive(self, delivery: Delivery, consumer: str) -> None:
         """Reset the entry's idle time so a live worker's long job is not reclaimed."""

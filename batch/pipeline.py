@@ -2,6 +2,7 @@
 
 Each stage reports progress through ``report(stage, fraction)``; a report that returns
 False means the job was cancelled (or handed to another worker) and the pipeline stops.
+Each stage is also a span (``batch.tracing``), a child of the span current when it starts.
 The same ``finalize`` turns a live session's recording into scores.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from batch import tracing
 from batch.ingest import download
 from batch.score import make_score, write_outputs
 from batch.separate import decide_separation, separate
@@ -31,15 +33,33 @@ class Cancelled(Exception):
 
 
 class StageClock:
-    """Times stages and forwards progress; raises ``Cancelled`` when a report is refused."""
+    """Times stages and forwards progress; raises ``Cancelled`` when a report is refused.
+
+    Used as a context manager, so the span of a stage that raised ends too (with the error).
+    """
 
     def __init__(self, report: Report, record: Callable[[str, float], None] | None = None) -> None:
         self.report, self.record = report, record
         self.stage, self.started = "", 0.0
+        self._span: tracing.Span | None = None
+        self._token: object = None
+
+    def __enter__(self) -> "StageClock":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if isinstance(error, Cancelled) and self._span is not None:
+            self._span.set_attribute("drumscribe.cancelled", True)
+        elif error is not None and self._span is not None:
+            self._span.record_exception(error)
+            tracing.fail(self._span, f"{type(error).__name__}: {error}")
+        self._end_span()
 
     def enter(self, stage: str) -> None:
         self.close()
         self.stage, self.started = stage, time.perf_counter()
+        self._span = tracing.tracer.start_span(stage, attributes={"drumscribe.stage": stage})
+        self._token = tracing.context.attach(tracing.trace.set_span_in_context(self._span))
         self.at(0.0)
 
     def at(self, fraction: float) -> None:
@@ -47,9 +67,18 @@ class StageClock:
             raise Cancelled(self.stage)
 
     def close(self) -> None:
-        if self.stage and self.record:
-            self.record(self.stage, time.perf_counter() - self.started)
-        self.stage = ""
+        try:
+            if self.stage and self.record:
+                self.record(self.stage, time.perf_counter() - self.started)
+        finally:
+            self.stage = ""
+            self._end_span()
+
+    def _end_span(self) -> None:
+        if self._span is not None:
+            tracing.context.detach(self._token)
+            self._span.end()
+            self._span = None
 
 
 def detect(detector: Detector, audio: np.ndarray, progress: Callable[[float], None]) -> list[Hit]:
@@ -79,7 +108,8 @@ def finalize(detector: Detector, source: np.ndarray, source_rate: int, folder: P
     result = build_result(hits, duration, source_rate, detector.card, score.grid.bpm,
                           score.grid.time_signature, title=title, **(extra or {}))
     clock.at(0.3)
-    write_outputs(score, hits, folder, result)
+    with tracing.tracer.start_as_current_span("render"):  # MusicXML, PDF, MIDI and JSON
+        write_outputs(score, hits, folder, result)
     clock.close()
     return result
 

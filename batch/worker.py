@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import redis
 
+from batch import tracing
 from batch.config import Settings
 from batch.jobs import Delivery, JobNotFound, JobStore
 from batch.pipeline import Cancelled, StageClock, run_job
@@ -92,8 +93,12 @@ class Worker:
         beat = threading.Event()
         keeper = threading.Thread(target=self._keep_alive, args=(delivery, beat), daemon=True)
         keeper.start()
-        try:
-            self._attempt(delivery)
+        try:  # the job's span continues the trace its queued message carried
+            with tracing.job_scope(delivery.job_id), tracing.tracer.start_as_current_span(
+                    "job", context=tracing.extract(delivery.trace), kind=tracing.trace.SpanKind.CONSUMER,
+                    attributes={"drumscribe.job_id": delivery.job_id, "drumscribe.attempt": delivery.attempt,
+                                "drumscribe.worker": self.name}):
+                self._attempt(delivery)
         finally:
             beat.set()
             keeper.join()
@@ -109,8 +114,9 @@ class Worker:
                            lambda stage, seconds: self._redis(self.store.record_stage, stage, seconds))
         log.info("job %s attempt %d on %s", delivery.job_id, delivery.attempt, self.name)
         try:
-            run_job(self.detector, json.loads(job["source"]), json.loads(job["options"]), folder, clock,
-                    self.settings.max_upload_bytes, self.settings.max_seconds, self.separation)
+            with clock:  # ends the span of a stage that raised
+                run_job(self.detector, json.loads(job["source"]), json.loads(job["options"]), folder, clock,
+                        self.settings.max_upload_bytes, self.settings.max_seconds, self.separation)
         except Cancelled:
             log.info("job %s stopped: cancelled or reclaimed", delivery.job_id)
             self._settle_cancelled(delivery)

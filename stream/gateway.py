@@ -21,6 +21,7 @@ import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from opentelemetry import trace
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from models.detector import Detector
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from stream.separation_batcher import SeparationBatcher
 
 log = logging.getLogger("drumscribe.live")
+tracer = trace.get_tracer("drumscribe.live")
 
 NORMAL, WRONG_DATA, POLICY, TOO_BIG, SERVER_ERROR, TRY_AGAIN = 1000, 1003, 1008, 1009, 1011, 1013
 FAILURES_KEPT = 1000  # sessions whose finalizing failed, remembered for ``GET /sessions/{id}``
@@ -94,7 +96,15 @@ class Gateway:
         return runner
 
     def open_session(self, start: dict, emit) -> LiveRunner:
-        """A runner for a ``start`` message; ``ProtocolError`` when full or the message is wrong."""
+        """A runner for a ``start`` message; ``ProtocolError`` when full or the message is wrong.
+        Its span is the parent of the session's finalize span (``LiveRunner.trace_context``)."""
+        with tracer.start_as_current_span("live.open") as span:
+            runner = self._open_session(start, emit)
+            span.set_attributes({"drumscribe.session_id": runner.session.id, "drumscribe.separate": runner.session.separate})
+            runner.trace_context = trace.set_span_in_context(span)
+        return runner
+
+    def _open_session(self, start: dict, emit) -> LiveRunner:
         if len(self.sessions) >= self.settings.max_sessions:
             raise ProtocolError("busy", "the live gateway is full; try again shortly", TRY_AGAIN)
         try:

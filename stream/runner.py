@@ -11,6 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+
 from models.peaks import Hit
 from models.runtime import Step
 from stream.batcher import InferenceBatcher
@@ -21,6 +24,7 @@ from stream.recording import Recording
 from stream.session import LiveSession
 
 log = logging.getLogger("drumscribe.live")
+tracer = trace.get_tracer("drumscribe.live")
 
 Emit = Callable[[dict], None]
 NotationRenderer = Callable[[list[Hit], float], Awaitable[tuple[str, int] | None]]  # (svg, last bar) or None
@@ -58,6 +62,7 @@ class LiveRunner:
         self._final: asyncio.Task | None = None
         self.client: str | None = None  # the address whose per-client share the session counts in
         self.pace = MinimumRate(settings.min_audio_seconds, settings.pace_window, settings.pace_grace)
+        self.trace_context: Context | None = None  # the session's open span: the parent of its finalize span
 
     @property
     def open(self) -> bool:
@@ -121,12 +126,15 @@ class LiveRunner:
         return self._final
 
     async def _finalize(self) -> dict:
-        try:
-            if self._notation_task is not None:  # let an update under way land before ``final``
-                await asyncio.wait([self._notation_task], timeout=NOTATION_GRACE_SECONDS)
-                self._notation_task.cancel()
-            await self.drain()
-        except Exception:  # the last hits are lost, but never the recording: it is scored all the same
-            log.exception("draining session %s failed", self.session.id)
-        links = await self.finalizer(self.session)
-        return {"type": "final", "session_id": self.session.id, "hits_total": len(self.session.hits), **links}
+        with tracer.start_as_current_span("live.finalize", context=self.trace_context,
+                                          attributes={"drumscribe.session_id": self.session.id}) as span:
+            try:
+                if self._notation_task is not None:  # let an update under way land before ``final``
+                    await asyncio.wait([self._notation_task], timeout=NOTATION_GRACE_SECONDS)
+                    self._notation_task.cancel()
+                await self.drain()
+            except Exception:  # the last hits are lost, but never the recording: it is scored all the same
+                log.exception("draining session %s failed", self.session.id)
+            links = await self.finalizer(self.session)
+            span.set_attributes({"drumscribe.job_id": links.get("job_id") or "", "drumscribe.status": links.get("status", "")})
+            return {"type": "final", "session_id": self.session.id, "hits_total": len(self.session.hits), **links}

@@ -28,7 +28,7 @@ from models.separation import Separation, load_separation
 from stream.config import LiveSettings
 from stream.gateway import Gateway
 from stream.notation import NotationProcess
-from web import jobs_api, live, preview, rtc
+from web import http_tracing, jobs_api, live, preview, rtc
 from web.live import SessionFinalizer
 from web.errors import HANDLERS
 from web.guard import Guard
@@ -97,8 +97,10 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
         Route("/", index),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    # Host/Origin first: a refused request is not read at all; then the body's pace.
-    middleware = [Middleware(Guard, settings=http_settings), Middleware(BodyPace, settings=http_settings)]
+    # A request's span (when tracing is on) around everything; Host/Origin next: a refused
+    # request is not read at all; then the body's pace.
+    middleware = [*http_tracing.middleware(), Middleware(Guard, settings=http_settings),
+                  Middleware(BodyPace, settings=http_settings)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS, middleware=middleware)
     app.state.http = http_settings
     return app

@@ -64,11 +64,13 @@ def _eval(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from batch import tracing
     from web.app import create_app
     from web.http_settings import HttpSettings
     from web.server import server_config
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracing.configure_logging()
+    tracing.configure("drumscribe")  # before the app: its tracing middleware is added only when on
     http = HttpSettings.from_env().serving(args.host)
     app = create_app(http_settings=http)
     uvicorn.Server(server_config(app, args.host, args.port, http, log_level="info")).run()
@@ -76,6 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from batch import tracing
     from batch.config import Settings
     from batch.connection import connect
     from batch.jobs import JobStore
@@ -86,7 +89,8 @@ def _worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if not settings.redis_url:
         raise SystemExit("drumscribe: a worker needs REDIS_URL (drumscribe serve runs its own workers without it)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracing.configure_logging()
+    tracing.configure("drumscribe-worker")
     separation = load_separation()
     logging.getLogger("drumscribe.worker").info("drum separation: %s", separation.status())
     worker = Worker(JobStore(connect(settings), settings), Detector(), settings, separation=separation)
