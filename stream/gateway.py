@@ -5,7 +5,8 @@ server → ``ready``, ``hits``, ``tempo``, ``notation``, ``final``, ``error``
 
 Close codes: 1000 after ``final``; 1003 for wrong data (binary before ``start``,
 malformed or too deeply nested JSON, unknown messages, a bad ``start``); 1008 for policy
-(idle, too long, too slow, too many sessions from one address); 1009 for a frame or text
+(idle, too long, too slow, too many sessions from one address,
+no valid API key, the key's live limit); 1009 for a frame or text
 message over the limit; 1011 when the score could not be queued, the recording cannot be
 written, or anything unforeseen went wrong; 1013 when the gateway is full. Every session that got ``ready`` is recorded to disk as it streams and finalized,
 however it ends, and stays reachable by its ``session_id``.
@@ -19,7 +20,8 @@ import math
 import time
 import weakref
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry import trace
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -48,6 +50,17 @@ FAILURES_KEPT = 1000  # sessions whose finalizing failed, remembered for ``GET /
 FINALIZE_FAILED = "the score could not be queued; the recording is kept on the server"
 JSON_CLOSE = {"too_large": ("too_big", TOO_BIG), "too_deep": ("too_deep", WRONG_DATA),
               "invalid_json": ("invalid_json", WRONG_DATA)}
+
+
+class Grant(Protocol):
+    """A session's admission: the API key it belongs to ('' without keys), and its slot to release."""
+
+    owner: str
+
+    async def release(self) -> None: ...
+
+
+Admission = Callable[[dict], Awaitable[Grant]]
 
 
 class ProtocolError(Exception):
@@ -85,14 +98,15 @@ class Gateway:
                 "sample_rate": self.detector.card.sample_rate, "separate": session.separate,
                 "separation_available": self.separation_available}
 
-    def admit(self, client: str, start: dict, emit) -> LiveRunner:
-        """``open_session`` for a client address; ``ProtocolError`` when that address has its share open."""
+    def admit(self, client: str, start: dict, emit, owner: str = "") -> LiveRunner:
+        """``open_session`` for a client address, the session belonging to the API key named ``owner``
+        ('' without keys); ``ProtocolError`` when that address has its share open."""
         held = sum(1 for runner in self.sessions.values() if runner.client == client and runner.open)
         if held >= self.settings.max_per_client:
             raise ProtocolError("busy", f"at most {self.settings.max_per_client} live sessions per client address; "
                                 "stop one first", POLICY)
         runner = self.open_session(start, emit)
-        runner.client = client
+        runner.client, runner.session.owner = client, owner
         return runner
 
     def open_session(self, start: dict, emit) -> LiveRunner:
@@ -156,7 +170,8 @@ class Gateway:
         """Keep a failed session answerable by id (its recording stays in its folder on disk)."""
         session = runner.session
         self.failures[session.id] = {"session_id": session.id, "status": "failed", "error": FINALIZE_FAILED,
-                                     "seconds": round(session.seconds, 3), "hits_total": len(session.hits)}
+                                     "seconds": round(session.seconds, 3), "hits_total": len(session.hits),
+                                     "owner": session.owner}
         while len(self.failures) > FAILURES_KEPT:
             self.failures.popitem(last=False)
 
@@ -180,14 +195,19 @@ class Gateway:
         if self.separation is not None:
             self.separation.close()
 
-    async def serve(self, websocket: WebSocket) -> None:
-        """One WebSocket connection, from ``start`` to close."""
+    async def serve(self, websocket: WebSocket, admission: Admission | None = None) -> None:
+        """One WebSocket connection, from ``start`` to close; ``admission`` checks the ``start``
+        message (an API key, its limits) and gives the session's ``Grant``, released at the end."""
         await websocket.accept()
         connection = _Connection(websocket, self.settings)
         runner: LiveRunner | None = None
+        grant: Grant | None = None
         client = client_key(websocket.client.host) if websocket.client is not None else ""
         try:
-            runner = self.admit(client, await connection.start(), connection.emit)
+            start = await connection.start()
+            if admission is not None:
+                grant = await admission(start)
+            runner = self.admit(client, start, connection.emit, grant.owner if grant is not None else "")
             connection.emit(self.ready_message(runner.session))
             while True:
                 kind, payload = await connection.receive(until=runner.pace.deadline)
@@ -228,6 +248,8 @@ class Gateway:
         finally:
             if runner is not None:
                 self.close_session(runner)  # no-op after stop: finalize runs once
+            if grant is not None:
+                await grant.release()
             connection.abandon()
 
 

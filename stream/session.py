@@ -51,6 +51,7 @@ class LiveSession:
     def __init__(self, detector: Detector, fmt: PcmFormat, separate: bool = False,
                  recording: Recording | None = None, max_seconds: float = math.inf) -> None:
         self.id = uuid.uuid4().hex
+        self.owner = ""  # the name of the API key the session belongs to ('' without keys)
         self.fmt, self.separate = fmt, separate
         self.recording = recording
         # whole samples, so that a session cut off at the limit is also ``full``

@@ -130,6 +130,38 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    """API keys in the service's Redis: ``REDIS_URL``, or the embedded one under ``DRUMSCRIBE_DATA``
+    (shared with a running ``serve``, else started for this command and stopped after it)."""
+    from batch import keys
+    from batch.config import Settings
+    from batch.connection import close, connect
+
+    client = connect(Settings.from_env())
+    try:
+        if args.keys_command == "create":
+            key, record = keys.create(client, args.name, args.max_jobs, args.max_sessions, args.operator)
+            print(json.dumps({"key": key, "webhook_secret": record.webhook_secret}))
+        elif args.keys_command == "list":
+            for record in keys.all_keys(client):
+                print(json.dumps(record.listed()))
+        else:
+            keys.revoke(client, args.name)
+            print(json.dumps({"revoked": args.name}))
+    except keys.KeyRefused as error:
+        raise SystemExit(f"drumscribe: {error}") from None
+    finally:
+        close(client)
+    return 0
+
+
+def _limit(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drumscribe", description="Drum audio to drum hits and scores.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tolerance", type=float, default=0.05, help="seconds (default: %(default)s)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(run=_eval)
+
+    api_keys = commands.add_parser("keys", help="API keys for DRUMSCRIBE_AUTH=keys (works while serve runs)")
+    keys_commands = api_keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="make a key; prints {\"key\", \"webhook_secret\"} once")
+    create.add_argument("name", help="1-64 letters, digits, '.', '_' or '-'")
+    create.add_argument("--max-jobs", type=_limit, help="jobs queued or running at once (default: no limit)")
+    create.add_argument("--max-sessions", type=_limit, help="live sessions at once (default: no limit)")
+    create.add_argument("--operator", action="store_true", help="may read /metrics and /health details")
+    keys_commands.add_parser("list", help="one JSON line per key (no key, no secret)")
+    revoke = keys_commands.add_parser("revoke", help="refuse the key from its next request on")
+    revoke.add_argument("name")
+    api_keys.set_defaults(run=_keys)
 
     models = commands.add_parser("models", help="model weights that do not ship with DrumScribe")
     models_commands = models.add_subparsers(dest="models_command", required=True)

@@ -4,9 +4,14 @@ Host names: a browser tricked by DNS rebinding sends the attacker's name in ``Ho
 names the operator expects are served. Loopback names are always allowed; ``serve`` adds the
 address it binds to (unless it binds every interface); ``DRUMSCRIBE_ALLOWED_HOSTS`` adds the
 rest (a public name behind a reverse proxy, ``*.example.com``, or ``*`` for any).
+
+API keys (``DRUMSCRIBE_AUTH``): ``keys`` asks every API request for one, ``off`` serves anyone.
+Unset, ``serve`` decides by the address it binds to: ``off`` on a loopback address (``make run``
+stays one command), ``keys`` on any other; an app made without ``serve`` (tests) has them off.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, replace
 
@@ -29,7 +34,11 @@ class HttpSettings:
     header_timeout: float = 10.0                     # seconds to send a request's headers
     keep_alive_timeout: float = 5.0                  # seconds an idle keep-alive connection is held
     max_header_bytes: int = 16 * 1024                # request line and headers (h11's incomplete event)
-    health_details: bool = False                     # worker names and Redis errors in /health
+    health_details: bool = False                     # worker names and Redis errors in /health (keys off)
+    auth: str | None = None                          # "keys" or "off"; None: see serving()
+    anonymous_burst: int = 120                       # work requests (jobs, live sessions) an address may
+    anonymous_per_minute: float = 60.0               # make at once, and per minute after that, keys off
+    live_lease_seconds: float = 30.0                 # a live session's slot outlives a crashed API this long
 
     @classmethod
     def from_env(cls) -> "HttpSettings":
@@ -43,13 +52,36 @@ class HttpSettings:
             header_timeout=float(env("DRUMSCRIBE_HEADER_TIMEOUT", "10")),
             keep_alive_timeout=float(env("DRUMSCRIBE_KEEPALIVE_SECONDS", "5")),
             health_details=env("DRUMSCRIBE_HEALTH_DETAILS", "") in ("1", "true", "yes"),
+            auth=_auth(env("DRUMSCRIBE_AUTH", "")),
+            anonymous_burst=int(env("DRUMSCRIBE_ANON_BURST", "120")),
+            anonymous_per_minute=float(env("DRUMSCRIBE_ANON_PER_MINUTE", "60")),
+            live_lease_seconds=float(env("DRUMSCRIBE_LEASE_SECONDS", "30")),
         )
+
+    @property
+    def keys_required(self) -> bool:
+        return self.auth == "keys"
 
     def serving(self, bind_host: str) -> "HttpSettings":
         """These settings with the address ``serve`` binds to allowed as a Host name."""
         host = bind_host.strip().lower()
-        if host in WILDCARD_BINDS or host in self.allowed_hosts:
-            return self
+        settings = self if self.auth else replace(self, auth="off" if _loopback(host) else "keys")
+        if host in WILDCARD_BINDS or host in settings.allowed_hosts:
+            return settings
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        return replace(self, allowed_hosts=(*self.allowed_hosts, host))
+        return replace(settings, allowed_hosts=(*settings.allowed_hosts, host))
+
+
+def _auth(value: str) -> str | None:
+    value = value.strip().lower()
+    if value not in ("", "off", "keys"):
+        raise ValueError(f"DRUMSCRIBE_AUTH must be off or keys, not {value!r}")
+    return value or None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

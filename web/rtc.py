@@ -40,7 +40,9 @@ from stream.gateway import FINALIZE_FAILED, Gateway, ProtocolError
 from stream.pace import SessionTooSlow
 from stream.runner import LiveRunner, SessionTooLong
 from web.bodies import read_json, validate
+from web.access import live_lease
 from web.errors import ApiError
+from web.quotas import Lease
 
 log = logging.getLogger("drumscribe.rtc")
 
@@ -94,8 +96,9 @@ class RtcPeers:
 class Peer:
     """One browser: its RTCPeerConnection, its audio track, its DataChannel, its live session."""
 
-    def __init__(self, peers: RtcPeers, gateway: Gateway, separate: bool = False) -> None:
+    def __init__(self, peers: RtcPeers, gateway: Gateway, separate: bool = False, lease: Lease | None = None) -> None:
         self.peers, self.gateway, self.separate = peers, gateway, separate
+        self.lease = lease or Lease()  # the session's slot of its API key, held from the offer to the close
         self.pc = RTCPeerConnection(peers.configuration())
         self.channel = None
         self.pending: list[str] = []
@@ -218,7 +221,7 @@ class Peer:
         start = {"type": "start", "sample_rate": RATE, "channels": channels, "encoding": "s16le",
                  "separate": self.separate}
         try:
-            runner = self.gateway.admit(self.peers.addresses.get(self, ""), start, self.emit)
+            runner = self.gateway.admit(self.peers.addresses.get(self, ""), start, self.emit, self.lease.owner)
         except ProtocolError as error:
             self.emit({"type": "error", "code": error.code, "message": str(error)})
             self._close_soon(2.0)  # time for the error to reach the browser
@@ -308,6 +311,7 @@ class Peer:
         await self._halt_reader()
         if self.runner is not None:
             self.gateway.close_session(self.runner)  # no-op after stop: finalize runs once
+        await self.lease.release()
         await self.pc.close()
 
 
@@ -358,7 +362,7 @@ async def offer(request: Request) -> Response:
     refusal = peers.refusal(address, request.app.state.gateway.settings.max_sessions)
     if refusal is not None:
         raise ApiError(429, "busy", refusal, {"Retry-After": "10"})
-    peer = Peer(peers, request.app.state.gateway, separate=body.separate)
+    peer = Peer(peers, request.app.state.gateway, separate=body.separate, lease=await live_lease(request))
     peers.addresses[peer] = address
     try:
         await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=body.sdp, type="offer"))

@@ -2,7 +2,8 @@
 
 Both are open to anyone who can reach the server, so they show counts, not worker host
 names and PIDs or Redis' address in an error; ``DRUMSCRIBE_HEALTH_DETAILS=1`` adds those
-to ``/health`` where only operators can reach it.
+to ``/health`` where only operators can reach it. With API keys on, ``/health`` shows them to
+an operator key only, and ``/metrics`` answers only an operator key (``web.access``).
 
 Health is ``ok``; ``degraded`` (still HTTP 200: the API takes jobs, but no worker has read the
 queue within the heartbeat TTL, so nothing gets done; ``reason`` says whether jobs wait); or
@@ -19,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from batch.jobs import JobStore
 from models.detector import Detector
 from models.separation import Separation
+from web.access import is_operator
 
 
 def _health(store: JobStore, detector: Detector, separation: Separation, details: bool) -> dict:
@@ -47,8 +49,9 @@ def _health(store: JobStore, detector: Detector, separation: Separation, details
 
 async def health(request: Request) -> Response:
     state = request.app.state
-    report = await run_in_threadpool(_health, state.store, state.detector, state.separation,
-                                     state.http.health_details)
+    # with keys on, the details are an operator key's; with keys off, DRUMSCRIBE_HEALTH_DETAILS=1 shows them
+    details = is_operator(request) if state.http.keys_required else state.http.health_details
+    report = await run_in_threadpool(_health, state.store, state.detector, state.separation, details)
     return JSONResponse(report, status_code=200 if report["status"] != "unavailable" else 503)
 
 
