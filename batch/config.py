@@ -30,6 +30,10 @@ class Settings:
     retention_hours: float = 7 * 24.0      # finished jobs and their files expire; 0 keeps them forever
     orphan_grace_minutes: float = 60.0     # a job folder with no job record is swept after this idle time
     sweep_minutes: float = 10.0            # how often some worker sweeps expired jobs and orphans
+    webhook_retry_seconds: float = 86400.0  # a webhook is retried with backoff this long after its job ended
+    webhook_first_retry_seconds: float = 10.0  # the first retry's delay; it doubles, up to an hour
+    webhook_allow_private: bool = False    # webhooks may go to private, loopback, link-local addresses
+    webhook_secret: str = field(default="", repr=False)  # signs jobs without an API key; '' = made, kept in Redis
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -47,6 +51,10 @@ class Settings:
             retention_hours=float(_env("DRUMSCRIBE_RETENTION_HOURS", str(7 * 24))),
             orphan_grace_minutes=float(_env("DRUMSCRIBE_ORPHAN_GRACE_MINUTES", "60")),
             sweep_minutes=float(_env("DRUMSCRIBE_SWEEP_MINUTES", "10")),
+            webhook_retry_seconds=float(_env("DRUMSCRIBE_WEBHOOK_RETRY_SECONDS", "86400")),
+            webhook_first_retry_seconds=float(_env("DRUMSCRIBE_WEBHOOK_FIRST_RETRY_SECONDS", "10")),
+            webhook_allow_private=_env("DRUMSCRIBE_WEBHOOK_ALLOW_PRIVATE", "0").strip().lower() in ("1", "true", "yes"),
+            webhook_secret=_env("DRUMSCRIBE_WEBHOOK_SECRET", ""),
         )
 
     def __post_init__(self) -> None:

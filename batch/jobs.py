@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import redis
 
 from batch.config import Settings
-from batch import tracing
+from batch import tracing, webhooks
 from batch.keys import KEY_FIELD
 from batch.retry import is_nogroup
 
@@ -44,20 +44,24 @@ def recent_of(key_name: str) -> str:
     return f"drumscribe:recent:{key_name}"
 
 # Set fields of a job if it has the owner ARGV[1] ('' = any) and one of the states ARGV[2]
-# (',a,b,'); a change of 'status' moves the job between counters.
+# (',a,b,'); a change of 'status' moves the job between counters, and the job's end records its
+# webhook's delivery, due at once in KEYS[3] (``batch.webhooks.ON_END``).
 _SET = """
 local old = redis.call('HGET', KEYS[1], 'status')
 if not old then return 0 end
 if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 if not string.find(ARGV[2], ',' .. old .. ',', 1, true) then return 0 end
+local ended = false
 for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   if ARGV[i] == 'status' and ARGV[i + 1] ~= old then
     redis.call('HINCRBY', KEYS[2], old, -1)
     redis.call('HINCRBY', KEYS[2], ARGV[i + 1], 1)
+    if string.find(',succeeded,failed,cancelled,', ',' .. ARGV[i + 1] .. ',', 1, true) then ended = ARGV[i + 1] end
   end
   if ARGV[i] == 'finished' then redis.call('HINCRBY', KEYS[1], 'completions', 1) end
 end
+""" + webhooks.ON_END + """
 return 1
 """
 
@@ -145,7 +149,7 @@ class JobStore:
 
     def _update(self, job_id: str, owner: str, states: str, *fields) -> bool:
         """Set ``fields`` (name, value, ...) if the job has ``owner`` ('' = any) and is in ``states``."""
-        return bool(self._set(keys=[self.key(job_id), COUNTS_KEY], args=[owner, states, *fields]))
+        return bool(self._set(keys=[self.key(job_id), COUNTS_KEY, webhooks.DUE_KEY], args=[owner, states, *fields]))
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -209,6 +213,7 @@ class JobStore:
             "id": job_id, "status": record["status"], "stage": record["stage"],
             "progress": round(float(record["progress"]), 3), "error": record["error"] or None,
             "title": options.get("title"), "created": float(record["created"]),
+            "webhooks": webhooks.summaries(self.redis, record.get("webhook")),
         }
 
     def recent(self, limit: int = 20, key_name: str | None = None) -> list[dict]:

@@ -26,6 +26,7 @@ from batch.jobs import Delivery, JobNotFound, JobStore
 from batch.pipeline import Cancelled, StageClock, run_job
 from batch.retention import sweep_if_due
 from batch.retry import Stopped, delays, with_backoff
+from batch.webhooks import Dispatcher
 from batch.score import FILES as OUTPUT_FILES
 from models.audio import AudioError
 from models.detector import Detector
@@ -49,6 +50,9 @@ class Worker:
         log.info("worker %s waiting for jobs", self.name)
         next_beat = next_sweep = 0.0
         waits = delays()
+        webhooks = threading.Thread(target=Dispatcher(self.store, self.settings, self.stop).run,
+                                    name=f"{self.name}-webhooks", daemon=True)
+        webhooks.start()  # beside the jobs: a slow receiver does not hold up the queue
         try:
             self._redis(self.store.ensure_queue)
             while not self.stop.is_set():
@@ -73,6 +77,7 @@ class Worker:
             self.store.forget_worker(self.name)
         except redis.RedisError:
             pass  # Redis is down: the beat expires by itself
+        webhooks.join(timeout=30)
         log.info("worker %s stopped", self.name)
 
     def _sweep(self) -> None:

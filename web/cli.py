@@ -155,6 +155,22 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhooks(args: argparse.Namespace) -> int:
+    """The secret that signs the webhooks of jobs without an API key (``DRUMSCRIBE_WEBHOOK_SECRET``,
+    else the one kept in the service's Redis, made now if there is none)."""
+    from batch import webhooks
+    from batch.config import Settings
+    from batch.connection import close, connect
+
+    settings = Settings.from_env()
+    client = connect(settings)
+    try:
+        print(json.dumps({"webhook_secret": webhooks.server_secret(client, settings)}))
+    finally:
+        close(client)
+    return 0
+
+
 def _limit(value: str) -> int:
     number = int(value)
     if number < 0:
@@ -203,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_commands.add_parser("revoke", help="refuse the key from its next request on")
     revoke.add_argument("name")
     api_keys.set_defaults(run=_keys)
+
+    hooks = commands.add_parser("webhooks", help="webhooks of jobs (works while serve runs)")
+    hooks_commands = hooks.add_subparsers(dest="webhooks_command", required=True)
+    hooks_commands.add_parser("secret", help="print the secret signing webhooks of jobs without an API key")
+    hooks.set_defaults(run=_webhooks)
 
     models = commands.add_parser("models", help="model weights that do not ship with DrumScribe")
     models_commands = models.add_subparsers(dest="models_command", required=True)

@@ -13,7 +13,9 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from batch.ingest import IngestError, audio_error_status, check_url
+from batch import webhooks
 from batch.jobs import FINAL_STATES, JobNotFound, JobStore
+from batch.links import LinkRefused
 from batch.score import FILES as OUTPUT_FILES
 from models.audio import AudioError, read_audio
 from web.errors import REDIS_RETRY_SECONDS, ApiError
@@ -48,6 +50,7 @@ async def submit(request: Request) -> Response:
     folder.mkdir(parents=True)
     try:
         source, options = await _intake(request, folder)
+        await _check_webhook(request, options)
         if options.get("separate") == "on" and not _separation_possible(request):
             raise ApiError(422, "separation_unavailable",
                            f"separate=on, but drum separation is unavailable: {request.app.state.separation.reason}; "
@@ -79,6 +82,17 @@ async def _intake(request: Request, folder: Path) -> tuple[dict, dict]:
     except IngestError as error:
         raise ApiError(error.status, error.code, str(error)) from None
     raise ApiError(415, "unsupported_media", "send multipart/form-data with a file, or JSON with a url")
+
+
+async def _check_webhook(request: Request, options: dict) -> None:
+    """Refuse a webhook to a private, loopback or link-local address now (it is checked again at
+    every delivery, as names may move), unless the operator allows them."""
+    if options.get("webhook_url"):
+        try:
+            await run_in_threadpool(webhooks.check_url, options["webhook_url"],
+                                    request.app.state.settings.webhook_allow_private)
+        except LinkRefused as error:
+            raise ApiError(400, "webhook_not_allowed", f"webhook_url: {error}") from None
 
 
 def _separation_possible(request: Request) -> bool:

@@ -7,7 +7,8 @@ can take longer than that.
 
 Both are validated by schema: ``separate`` one of auto/on/off, ``title`` at most
 ``MAX_TITLE`` characters (a file name's longest, as the page sends a file's name), a link
-at most ``batch.links.MAX_URL_CHARS`` characters, and nothing else.
+at most ``batch.links.MAX_URL_CHARS`` characters, a ``webhook_url`` of the same form as a link
+(``batch.links.parse``), and nothing else.
 """
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from batch.ingest import TooLarge
-from batch.links import MAX_URL_CHARS
+from batch.links import MAX_URL_CHARS, LinkRefused, parse
 from web.bodies import read_json, validate
 from web.errors import ApiError
 
@@ -37,9 +38,19 @@ class JobOptions(BaseModel):
 
     separate: Literal["auto", "on", "off"] = "auto"
     title: str = Field(default="", max_length=MAX_TITLE)
+    webhook_url: str = Field(default="", max_length=MAX_URL_CHARS)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_link(cls, url: str) -> str:
+        """The form of a link (http(s), no credentials...) in normal form; its address is checked later."""
+        try:
+            return parse(url).url if url else ""
+        except LinkRefused as error:
+            raise ValueError(str(error)) from None
 
     def as_dict(self) -> dict:
-        return {"separate": self.separate, "title": self.title}
+        return {"separate": self.separate, "title": self.title, **({"webhook_url": self.webhook_url} if self.webhook_url else {})}
 
 
 class LinkSubmission(JobOptions):
