@@ -1,6 +1,12 @@
-"""Hits as a General MIDI drum track (channel 10) with velocities and tempo."""
+"""Drum notes as a General MIDI drum track (channel 10) with a tempo map and a time signature.
+
+Notes are placed in quarter notes, not seconds: a score's bar lines are then the MIDI
+file's bar lines, and a tempo map that follows the drummer makes those quarters sound at
+the recording's times. ``hits_to_midi`` is the simple case: one tempo, times in seconds.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import mido
@@ -8,31 +14,60 @@ import mido
 from models.peaks import Hit
 from models.vocab import GM_NOTE
 
-TICKS_PER_BEAT = 480
+TICKS_PER_BEAT = 960  # a tick is 0.52 ms at 60 bpm: rounding keeps hit times within 1 ms
 DRUM_CHANNEL = 9  # channel 10 counted from one
 NOTE_SECONDS = 0.05
 
 
-def hits_to_midi(hits: list[Hit], bpm: float = 120.0) -> mido.MidiFile:
-    """A type-0 MIDI file; times are exact in seconds at the given tempo."""
-    tempo = mido.bpm2tempo(bpm)
-    events: list[tuple[float, int, mido.Message]] = []
-    for hit in hits:
-        note = GM_NOTE[hit.instrument]
-        velocity = max(1, min(127, round(hit.velocity * 127)))
-        events.append((hit.t, 1, mido.Message("note_on", channel=DRUM_CHANNEL, note=note, velocity=velocity)))
-        events.append((hit.t + NOTE_SECONDS, 0, mido.Message("note_off", channel=DRUM_CHANNEL, note=note, velocity=0)))
+@dataclass(frozen=True)
+class DrumNote:
+    start: float  # quarter notes from the file's start
+    end: float
+    note: int  # General MIDI drum note
+    velocity: float  # 0..1
+
+
+def drum_midi(notes: list[DrumNote], tempos: list[tuple[float, float]],
+              time_signature: tuple[int, int] = (4, 4)) -> mido.MidiFile:
+    """A type-0 MIDI file; ``tempos`` are (quarter note, quarter notes per minute) changes,
+    the first at 0 (a tempo applies until the next)."""
+    numerator, denominator = time_signature
+    compound = denominator == 8 and numerator % 3 == 0
+    events: list[tuple[int, int, mido.Message | mido.MetaMessage]] = [
+        (0, 0, mido.MetaMessage("time_signature", numerator=numerator, denominator=denominator,
+                                clocks_per_click=36 if compound else 24 * 4 // denominator))]
+    last = None
+    for quarter, bpm in tempos:
+        tempo = mido.bpm2tempo(bpm)
+        if tempo != last:
+            events.append((_tick(quarter), 0, mido.MetaMessage("set_tempo", tempo=tempo)))
+            last = tempo
+    for drum in notes:
+        velocity = max(1, min(127, round(drum.velocity * 127)))
+        start, end = _tick(drum.start), max(_tick(drum.end), _tick(drum.start) + 1)
+        events.append((start, 2, mido.Message("note_on", channel=DRUM_CHANNEL, note=drum.note, velocity=velocity)))
+        events.append((end, 1, mido.Message("note_off", channel=DRUM_CHANNEL, note=drum.note, velocity=0)))
     events.sort(key=lambda item: (item[0], item[1]))
-    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=tempo, time=0)])
-    last_tick = 0
-    for seconds, _, message in events:
-        tick = round(mido.second2tick(seconds, TICKS_PER_BEAT, tempo))
-        track.append(message.copy(time=max(0, tick - last_tick)))
-        last_tick = max(last_tick, tick)
+    track, now = mido.MidiTrack(), 0
+    for tick, _, message in events:
+        track.append(message.copy(time=tick - now))
+        now = tick
     midi = mido.MidiFile(type=0, ticks_per_beat=TICKS_PER_BEAT)
     midi.tracks.append(track)
     return midi
 
 
+def hits_to_midi(hits: list[Hit], bpm: float = 120.0) -> mido.MidiFile:
+    """The hits at one tempo from t = 0: their times in seconds are exact."""
+    per_second = bpm / 60.0
+    notes = [DrumNote(hit.t * per_second, (hit.t + NOTE_SECONDS) * per_second, GM_NOTE[hit.instrument], hit.velocity)
+             for hit in hits]
+    return drum_midi(notes, [(0.0, bpm)])
+
+
 def write_midi(hits: list[Hit], path: Path, bpm: float = 120.0) -> None:
     hits_to_midi(hits, bpm).save(path)
+
+
+def _tick(quarters: float) -> int:
+    return max(0, round(quarters * TICKS_PER_BEAT))

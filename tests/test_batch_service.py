@@ -73,6 +73,9 @@ def test_upload_progress_result_and_every_download(settings, beat_wav):
         assert pdf.content.startswith(b"%PDF") and pdf.headers["content-type"] == "application/pdf"
         midi = mido.MidiFile(file=io.BytesIO(client.get(f"/api/v1/jobs/{job_id}/download/midi").content))
         assert sum(1 for m in midi if m.type == "note_on" and m.velocity > 0 and m.channel == 9) == len(hits)
+        written = client.get(f"/api/v1/jobs/{job_id}/download/midi_quantized")
+        assert written.headers["content-type"] == "audio/midi"
+        assert 0.9 * len(hits) <= sum(1 for m in mido.MidiFile(file=io.BytesIO(written.content)) if m.type == "note_on")
         assert client.get(f"/api/v1/jobs/{job_id}/download/json").json() == result
         assert client.get(f"/api/v1/jobs/{job_id}/download/docx").status_code == 404
         assert client.get("/api/v1/jobs").json()["jobs"][0]["id"] == job_id

@@ -1,6 +1,9 @@
 import json
+import os
 import random
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from collections import Counter
 from fractions import Fraction
@@ -14,7 +17,7 @@ from models.beats import estimate_grid
 from batch.score.kit import drum_by_look
 from batch.score.quantize import quantize
 from batch.score.render import svg_pages
-from models.midi import DRUM_CHANNEL
+from models.midi import DRUM_CHANNEL, TICKS_PER_BEAT
 from models.peaks import Hit
 from models.vocab import FAMILY_OF, GM_NOTE
 
@@ -179,10 +182,12 @@ def written(tmp_path_factory):
 def test_outputs_are_written_whole(written):
     hits, score, paths, folder = written
     assert {fmt: p.name for fmt, p in paths.items()} == {
-        "musicxml": "score.musicxml", "pdf": "score.pdf", "midi": "score.mid", "json": "result.json"}
+        "musicxml": "score.musicxml", "pdf": "score.pdf", "midi": "score.mid", "midi_quantized": "score-quantized.mid",
+        "json": "result.json"}
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in paths.values())  # no temp files
     result = json.loads(paths["json"].read_text())
     assert result["bpm"] == score.grid.bpm and result["time_signature"] == "4/4" and len(result["hits"]) == len(hits)
+    assert result["feel"] == "straight"
 
 
 def test_musicxml_is_a_drum_set(written):
@@ -191,13 +196,17 @@ def test_musicxml_is_a_drum_set(written):
     part = root.find("part-list/score-part")
     sounds = {m.get("id"): (m.findtext("midi-channel"), int(m.findtext("midi-unpitched")))
               for m in part.findall("midi-instrument")}
-    assert {s.get("id") for s in part.findall("score-instrument")} == set(sounds)
+    names = {s.get("id"): s.findtext("instrument-name") for s in part.findall("score-instrument")}
+    assert names.keys() == set(sounds) | {"P1-I0"} and names["P1-I0"] == part.findtext("part-name") == "Drumset"
+    # MuseScore 3 names the kit's sound after the first instrument a note names: the neutral one
+    assert next(root.iter("instrument")).get("id") == "P1-I0"
     assert set(sounds.values()) == {("10", gm + 1) for gm in GM_NOTE.values()}
     assert root.find("part/measure/attributes/clef/sign").text == "percussion"
     played = Counter()
     for element in root.iter("note"):
         if element.find("rest") is not None:
             continue
+        assert element.findtext("voice") in ("1", "2")
         instrument_id = element.find("instrument").get("id")
         played[sounds[instrument_id][1] - 1] += 1
         stem = element.findtext("stem")
@@ -239,14 +248,18 @@ def test_long_scores_run_to_more_pdf_pages(tmp_path):
     assert len(re.findall(rb"/Type\s*/Page\b(?!s)", paths["pdf"].read_bytes())) == len(pages)
 
 
-def test_midi_has_the_hits_on_channel_10_with_tempo(written):
+def test_midi_has_the_hits_on_channel_10_at_their_times(written):
     hits, score, paths, _ = written
     midi = mido.MidiFile(paths["midi"])
-    tempos = [m.tempo for m in midi.tracks[0] if m.type == "set_tempo"]
-    assert tempos == [mido.bpm2tempo(score.grid.bpm)]
+    tempos = [m for m in midi.tracks[0] if m.type == "set_tempo"]
+    assert len(tempos) > 1  # the tracked tempo, not one average
     played = [(m.channel, m.note, m.velocity) for m in midi if m.type == "note_on" and m.velocity > 0]
     assert Counter(played) == Counter(
         (DRUM_CHANNEL, GM_NOTE[h.instrument], max(1, round(h.velocity * 127))) for h in hits)
+    # the tempo map turns ticks back into the recorded times, counted from the first downbeat
+    # (a hit a little before it, written on it, starts the file)
+    onsets = sorted(t for t, m in _timed(midi) if m.type == "note_on")
+    assert onsets == pytest.approx(sorted(max(0.0, h.t - score.grid.offset_s) for h in hits), abs=0.001)
 
 
 def test_empty_hits_make_one_bar_of_rest(tmp_path):
@@ -270,3 +283,180 @@ def test_live_notation_shows_the_last_completed_bars():
     svg, last = notation_svg([h for h in hits if h.t < now], now, grid=grid, count=3)
     assert last == 5
     assert svg.lstrip().startswith(("<?xml", "<svg")) and svg.count('class="measure"') == 3
+
+
+def _timed(midi: mido.MidiFile) -> list[tuple[float, mido.Message]]:
+    """Messages with their times in seconds, through the file's tempo map (mido's playback clock)."""
+    now, timed = 0.0, []
+    for message in midi:
+        now += message.time
+        timed.append((now, message))
+    return timed
+
+
+def _ticks(midi: mido.MidiFile) -> list[tuple[int, mido.Message]]:
+    now, ticked = 0, []
+    for message in midi.tracks[0]:
+        now += message.time
+        ticked.append((now, message))
+    return ticked
+
+
+def test_midi_bar_lines_are_the_scores(written):
+    hits, score, paths, _ = written
+    bar_ticks = 4 * TICKS_PER_BEAT
+    for fmt in ("midi", "midi_quantized"):
+        messages = _ticks(mido.MidiFile(paths[fmt]))
+        signature = [m for _, m in messages if m.type == "time_signature"]
+        assert [(m.numerator, m.denominator) for m in signature] == [(4, 4)] and messages[0][1] is signature[0]
+    quantized = Counter((tick, m.note) for tick, m in _ticks(mido.MidiFile(paths["midi_quantized"]))
+                        if m.type == "note_on")
+    written_at = Counter((int((bar.index * score.grid.bar_ql + n.position) * TICKS_PER_BEAT), GM_NOTE[n.instrument])
+                         for bar in score.bars for n in bar.notes)
+    assert quantized == written_at
+    assert (2 * bar_ticks, GM_NOTE["kick"]) in quantized  # bar 3, beat 1
+    performed = sorted(tick for tick, m in _ticks(mido.MidiFile(paths["midi"])) if m.type == "note_on")
+    expected = sorted(max(0, round(q * TICKS_PER_BEAT)) for q in score.grid.quarters([h.t for h in hits]).tolist())
+    assert performed == expected
+    # both files run on the same tempo map: a written note sounds where its beat was played
+    assert [m.tempo for _, m in _ticks(mido.MidiFile(paths["midi"])) if m.type == "set_tempo"] == \
+        [m.tempo for _, m in _ticks(mido.MidiFile(paths["midi_quantized"])) if m.type == "set_tempo"]
+
+
+def test_a_hit_before_the_first_bar_starts_the_midi_a_bar_early(tmp_path):
+    hits = groove(bars=4)
+    grid = estimate_grid(hits)
+    early = hit(grid.offset_s - 0.9, "tom_low", 0.7)  # one and a half beats before bar 1: left out of the score
+    score = make_score(hits, hits[-1].t + 0.5)
+    paths = write_outputs(score, hits + [early], tmp_path, {})
+    onsets = sorted((t, m.note) for t, m in _timed(mido.MidiFile(paths["midi"])) if m.type == "note_on")
+    bar_seconds = 4 * 60.0 / score.grid.bpm
+    assert onsets[0] == (pytest.approx(bar_seconds - 0.9, abs=0.02), GM_NOTE["tom_low"])
+    first_kick = min(tick for tick, m in _ticks(mido.MidiFile(paths["midi_quantized"]))
+                     if m.type == "note_on" and m.note == GM_NOTE["kick"])
+    assert first_kick == 4 * TICKS_PER_BEAT  # the score's bar 1 is the file's bar 2
+
+
+def test_musicxml_marks_tempo_above_and_places_rests_by_voice(written):
+    _, score, paths, _ = written
+    root = ET.fromstring(paths["musicxml"].read_bytes())
+    tempo = next(d for d in root.iter("direction") if d.find("direction-type/metronome") is not None)
+    assert tempo.get("placement") == "above" and float(tempo.find("sound").get("tempo")) == round(score.grid.bpm)
+    for measure in root.iter("measure"):
+        voices = {n.findtext("voice") for n in measure.iter("note") if n.get("print-object") != "no"}
+        for element in measure.iter("note"):
+            rest = element.find("rest")
+            if rest is None or element.get("print-object") == "no":
+                continue
+            place = (rest.findtext("display-step"), rest.findtext("display-octave"))
+            if voices == {"1"}:
+                assert place == (None, None)  # alone on the staff: the usual place
+            else:
+                assert place == {"1": ("D", "5"), "2": ("G", "4")}[element.findtext("voice")]
+
+
+def shuffle(bpm: float = 110.0, bars: int = 8, start: float = 0.4, seed: int = 5) -> list[Hit]:
+    """A shuffle: hi-hat long-short on every beat, kick on 1 and 3, snare on 2 and 4; in bar 6
+    a kick triplet on beat 3, in bar 8 a snare triplet on beat 4 (all three notes: real triplets)."""
+    rng, beat = random.Random(seed), 60.0 / bpm
+
+    def at(q: float) -> float:
+        return start + beat * q + rng.gauss(0, 0.005)
+
+    hits = [hit(at(0), "crash", 1.0)]
+    for q in range(4 * bars):
+        hits += [hit(at(q), "hihat_closed", 0.6), hit(at(q + 2 / 3), "hihat_closed", 0.45)]
+        hits.append(hit(at(q), "kick", 0.9) if q % 2 == 0 else hit(at(q), "snare", 0.85))
+    hits += [hit(at(22 + k / 3), "kick", 0.8) for k in (1, 2)]
+    hits += [hit(at(31 + k / 3), "snare", 0.8) for k in (1, 2)]
+    return sorted(hits, key=lambda h: h.t)
+
+
+@pytest.fixture(scope="module")
+def shuffled(tmp_path_factory):
+    hits = shuffle()
+    score = make_score(hits, hits[-1].t + 0.5, "Shuffle")
+    return hits, score, write_outputs(score, hits, tmp_path_factory.mktemp("shuffle"), {})
+
+
+def test_a_shuffle_is_written_in_swung_eighths(shuffled):
+    hits, score, paths = shuffled
+    assert score.feel == "shuffle" and score.grid.time_signature == "4/4"
+    triplet_beats = {(5, 2), (7, 3)}  # bar index, beat: where the kick and the snare play triplets
+    hihats = [n for bar in score.bars for n in bar.notes if n.instrument == "hihat_closed"]
+    assert {n.position % 1 for n in hihats if (n.bar, n.position // 1) not in triplet_beats} == {0, Fraction(1, 2)}
+    assert {n.position % 1 for n in hihats if (n.bar, n.position // 1) in triplet_beats} == {0, Fraction(2, 3)}
+    root = ET.fromstring(paths["musicxml"].read_bytes())
+    feel = next(d for d in root.iter("direction") if d.findtext("direction-type/words") == "Shuffle")
+    swing = feel.find("sound/swing")
+    assert feel.get("placement") == "above"
+    assert (swing.findtext("first"), swing.findtext("second"), swing.findtext("swing-type")) == ("2", "1", "eighth")
+    measures = root.findall("part/measure")
+    tupleted = {m.get("number") for m in measures if m.find(".//time-modification") is not None}
+    assert tupleted == {"6", "8"}  # only the real triplets
+    # played as written: swung eighths two thirds into the beat, on the recording's tempo map
+    played = {tick % TICKS_PER_BEAT for tick, m in _ticks(mido.MidiFile(paths["midi_quantized"]))
+              if m.type == "note_on" and m.note == GM_NOTE["hihat_closed"]}
+    assert played == {0, 2 * TICKS_PER_BEAT // 3}
+
+
+def test_real_triplets_get_one_bracket_per_beat_on_the_stem_side(shuffled):
+    _, _, paths = shuffled
+    root = ET.fromstring(paths["musicxml"].read_bytes())
+    divisions = int(root.findtext(".//divisions"))
+    placements = []
+    for measure in root.iter("measure"):
+        for voice in ("1", "2"):
+            notes = [n for n in measure.iter("note") if n.findtext("voice") == voice and n.find("chord") is None
+                     and n.find("grace") is None]
+            span = None
+            for element in notes:
+                tuplet = element.find("notations/tuplet")
+                if tuplet is not None and tuplet.get("type") == "start":
+                    span = 0
+                    placements.append((voice, tuplet.get("placement"), tuplet.get("bracket")))
+                    assert element.findtext("time-modification/normal-type") == "eighth"
+                if span is not None:
+                    span += int(element.findtext("duration"))
+                if tuplet is not None and tuplet.get("type") == "stop":
+                    assert span == divisions  # one beat
+                    span = None
+    # bar 6 beat 3: the kick's triplet below, the hi-hat's long-short of that beat above; bar 8 beat 4: the snare's
+    assert sorted(placements) == [("1", "above", "yes"), ("1", "above", "yes"), ("2", "below", "yes")]
+
+
+def test_ghost_notes_and_flams(tmp_path):
+    hits = groove(bars=4)
+    snare = next(h for h in hits if h.instrument == "snare" and h.t > 3.0)
+    hits += [hit(snare.t - 0.035, "snare", 0.5),  # a flam's grace stroke
+             hit(snare.t + 0.3, "snare", 0.2)]  # a ghost note an eighth later
+    hits.sort(key=lambda h: h.t)
+    score = make_score(hits, hits[-1].t + 0.5)
+    notes = [n for bar in score.bars for n in bar.notes if n.instrument.startswith("snare")]
+    assert [n.grace for n in notes if n.grace is not None] == [0.5]
+    assert [n.instrument for n in notes].count("snare_ghost") == 1
+    paths = write_outputs(score, hits, tmp_path, {})
+    root = ET.fromstring(paths["musicxml"].read_bytes())
+    graces = [n for n in root.iter("note") if n.find("grace") is not None]
+    assert len(graces) == 1 and graces[0].find("grace").get("slash") == "yes"
+    assert graces[0].find("instrument").get("id") == f"P1-I{GM_NOTE['snare'] + 1}"
+    ghosts = [n for n in root.iter("note") if n.find("notehead") is not None
+              and n.find("notehead").get("parentheses") == "yes"]
+    assert len(ghosts) == 1
+    snares = [t for t, m in _timed(mido.MidiFile(paths["midi_quantized"])) if m.type == "note_on" and m.note == 38]
+    assert len(snares) == len(notes) + 1  # the grace note sounds too
+
+
+@pytest.mark.skipif(shutil.which("mscore3") is None, reason="MuseScore 3 is not installed")
+def test_musescore_reads_a_drumset_with_the_tempo_above(written, tmp_path):
+    _, _, paths, _ = written
+    converted = tmp_path / "score.mscx"
+    subprocess.run(["mscore3", "-o", str(converted), str(paths["musicxml"])], check=True, timeout=120,
+                   env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, capture_output=True)
+    part = ET.parse(converted).getroot().find("Score/Part")
+    instrument = part.find("Instrument")
+    assert part.findtext("trackName") == instrument.findtext("trackName") == "Drumset"
+    assert instrument.findtext("useDrumset") == "1"
+    assert {int(d.get("pitch")) for d in instrument.findall("Drum")} == set(GM_NOTE.values())
+    tempo = ET.parse(converted).getroot().find(".//Tempo")
+    assert tempo is not None and tempo.findtext("placement") != "below"

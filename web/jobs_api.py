@@ -25,6 +25,7 @@ MEDIA_TYPES = {
     "musicxml": "application/vnd.recordare.musicxml+xml",
     "pdf": "application/pdf",
     "midi": "audio/midi",
+    "midi_quantized": "audio/midi",
     "json": "application/json",
 }
 EVENT_POLL_SECONDS = 0.25

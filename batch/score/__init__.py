@@ -1,12 +1,12 @@
 """Hits to drum scores, shared by the batch worker and the live path.
 
-    score = make_score(hits, duration, title)      # tempo, metre, bars
-    write_outputs(score, hits, folder, result)     # score.musicxml, score.pdf, score.mid, result.json
+    score = make_score(hits, duration, title)      # tempo, metre, feel, bars
+    write_outputs(score, hits, folder, result)     # score.musicxml, score.pdf, score.mid,
+                                                   # score-quantized.mid, result.json
     notation_svg(hits, now)                        # the last completed bars, one line of SVG
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -14,17 +14,20 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import mido
+
 from models.beats import Grid, estimate_grid
-from batch.score.kit import drum_of
+from batch.score.feel import STRAIGHT, detect_feel
+from batch.score.midi import performance_midi, written_midi
 from batch.score.notation import build_score
 from batch.score.quantize import EARLY, Bar, quantize
 from batch.score.render import musicxml_bytes, pdf_bytes, svg_pages, system_svg
-from models.midi import hits_to_midi
 from models.peaks import Hit
 
 __all__ = ["DrumScore", "Grid", "Bar", "make_score", "write_outputs", "notation_svg"]
 
-FILES = {"musicxml": "score.musicxml", "pdf": "score.pdf", "midi": "score.mid", "json": "result.json"}
+FILES = {"musicxml": "score.musicxml", "pdf": "score.pdf", "midi": "score.mid",
+         "midi_quantized": "score-quantized.mid", "json": "result.json"}
 
 
 @dataclass
@@ -33,29 +36,34 @@ class DrumScore:
     bars: list[Bar]
     title: str
     hits: list[Hit]
+    feel: str  # straight, swing or shuffle (batch.score.feel)
 
 
 def make_score(hits: list[Hit], duration: float, title: str = "Drum score") -> DrumScore:
     """Tempo, metre and bars of a recording ``duration`` seconds long; one empty bar without hits."""
     grid = estimate_grid(hits, duration)
-    return DrumScore(grid, quantize(hits, grid, duration if hits else None), title, list(hits))
+    feel = detect_feel(hits, grid)
+    bars = quantize(hits, grid, duration if hits else None, swung=feel != STRAIGHT)
+    return DrumScore(grid, bars, title, list(hits), feel)
 
 
 def write_outputs(score: DrumScore, hits: list[Hit], folder: Path, result: dict) -> dict[str, Path]:
-    """Write the four downloads into ``folder``; returns format -> path.
+    """Write the downloads into ``folder``; returns format -> path.
+
+    Two MIDI files: ``midi`` plays the hits as recorded, ``midi_quantized`` the notes as
+    written; both have the score's bars, time signature and tempo map (``batch.score.midi``).
 
     Each file appears whole or not at all (temp file + rename), result.json last, so its
-    presence means the rest are complete. Its bpm and time signature are the score's.
+    presence means the rest are complete. Its bpm, time signature and feel are the score's.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    musicxml = musicxml_bytes(build_score(score.grid, score.bars, score.title))
-    midi = io.BytesIO()
-    hits_to_midi([_kit_hit(hit) for hit in hits], bpm=score.grid.bpm).save(file=midi)
-    document = {**result, "bpm": score.grid.bpm, "time_signature": score.grid.time_signature}
+    musicxml = musicxml_bytes(build_score(score.grid, score.bars, score.title, score.feel))
+    document = {**result, "bpm": score.grid.bpm, "time_signature": score.grid.time_signature, "feel": score.feel}
     contents = {
         "musicxml": musicxml,
         "pdf": pdf_bytes(svg_pages(musicxml)),
-        "midi": midi.getvalue(),
+        "midi": _midi_bytes(performance_midi(score.grid, hits)),
+        "midi_quantized": _midi_bytes(written_midi(score.grid, score.bars, score.feel, hits)),
         "json": json.dumps(document, ensure_ascii=False).encode(),
     }
     paths = {}
@@ -76,13 +84,15 @@ def notation_svg(hits: list[Hit], now: float, grid: Grid | None = None, count: i
     first = max(0, done - count)
     window_start = float(first * grid.bar_ql) - EARLY
     recent = [hit for hit, q in zip(hits, grid.quarters([hit.t for hit in hits]).tolist()) if q >= window_start]
-    bars = quantize(recent, grid, now)[first:done]
-    return system_svg(musicxml_bytes(build_score(grid, bars, ""))), done
+    feel = detect_feel(hits, grid)
+    bars = quantize(recent, grid, now, swung=feel != STRAIGHT)[first:done]
+    return system_svg(musicxml_bytes(build_score(grid, bars, "", feel))), done
 
 
-def _kit_hit(hit: Hit) -> Hit:
-    """The hit with a kit instrument (family-only hits have no GM note of their own)."""
-    return dataclasses.replace(hit, instrument=drum_of(hit.instrument, hit.family).instrument)
+def _midi_bytes(midi: mido.MidiFile) -> bytes:
+    data = io.BytesIO()
+    midi.save(file=data)
+    return data.getvalue()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

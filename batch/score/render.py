@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import xml.etree.ElementTree as ET
 from importlib.resources import files
 
 import cairocffi
@@ -19,13 +20,13 @@ import verovio
 from music21 import stream
 from music21.musicxml.m21ToXml import ScoreExporter
 
-from batch.score.notation import add_drum_kit
+from batch.score.notation import add_drum_kit, place_directions
 
 VEROVIO_DATA = str(files("verovio") / "data")
 A4_POINTS = (595.28, 841.89)
 PAGE = {"pageWidth": 2100, "pageHeight": 2970, "pageMarginTop": 100, "pageMarginBottom": 100,
         "pageMarginLeft": 100, "pageMarginRight": 100, "scale": 45, "footer": "none",
-        "spacingSystem": 12}  # A4 in tenths of a millimetre
+        "spacingSystem": 12, "leftMarginRest": 2.0}  # A4 in tenths of a millimetre; rests clear of flags
 SYSTEM = {"breaks": "none", "adjustPageWidth": True, "adjustPageHeight": True, "scale": 40,
           "header": "none", "footer": "none", "pageMarginTop": 20, "pageMarginBottom": 20,
           "pageMarginLeft": 20, "pageMarginRight": 20}
@@ -34,6 +35,11 @@ SMUFL_TEXT = {"\ueca5": "\u2669", "\ueca7": "\u266a", "\uecb7": "."}
 SMUFL_SPAN = re.compile(r'<tspan font-family="Leipzig" font-size="(\d+)px">([^<]*)</tspan>')
 GLYPH = re.compile(r'<g id="([^"]+)">\s*<path transform="([^"]*)" d="([^"]*)"\s*/>\s*</g>')
 USE = re.compile(r'<use xlink:href="#([^"]+)" transform="([^"]*)"\s*/>')
+# Verovio centres a short rest on its display step, MuseScore draws it two steps further
+# from the middle line; the MusicXML is written for MuseScore's way.
+VEROVIO_REST_STEPS = 2
+STEPS = "CDEFGAB"
+MIDDLE_LINE = 4 * 7 + STEPS.index("B")  # B4, in diatonic steps
 
 
 def musicxml_bytes(score: stream.Score) -> bytes:
@@ -42,7 +48,9 @@ def musicxml_bytes(score: stream.Score) -> bytes:
     ``build_score`` already writes measures, rests, beams and tuplets, so music21's own
     notation pass (a deep copy of the score, half the export time) is skipped."""
     exporter = ScoreExporter(score, makeNotation=False)
-    add_drum_kit(exporter.parse())
+    root = exporter.parse()
+    add_drum_kit(root)
+    place_directions(root)
     return exporter.asBytes()
 
 
@@ -91,9 +99,22 @@ def _toolkit(musicxml: bytes, options: dict) -> verovio.toolkit:
     toolkit = verovio.toolkit(False)
     toolkit.setResourcePath(VEROVIO_DATA)
     toolkit.setOptions(options)
-    if not toolkit.loadData(musicxml.decode()):
+    if not toolkit.loadData(_verovio_rests(musicxml)):
         raise ValueError("Verovio could not read the MusicXML")
     return toolkit
+
+
+def _verovio_rests(musicxml: bytes) -> str:
+    """The MusicXML with its placed short rests moved as far out for Verovio as MuseScore draws them."""
+    root = ET.fromstring(musicxml)
+    for element in root.iter("note"):
+        rest = element.find("rest")
+        if rest is None or rest.find("display-step") is None or element.findtext("type") in ("half", "whole", None):
+            continue
+        step = STEPS.index(rest.findtext("display-step")) + 7 * int(rest.findtext("display-octave"))
+        step += VEROVIO_REST_STEPS if step > MIDDLE_LINE else -VEROVIO_REST_STEPS
+        rest.find("display-step").text, rest.find("display-octave").text = STEPS[step % 7], str(step // 7)
+    return ET.tostring(root, encoding="unicode")
 
 
 class _PdfPage(cairosvg.surface.PDFSurface):

@@ -1,0 +1,63 @@
+"""Page images of the scores of the mdb-dev drum stems, as DrumScribe draws them (Verovio)
+and as MuseScore 3 lays out the same MusicXML, to look for collisions by eye.
+
+Writes ``OUT/<track>-verovio-<page>.png`` and ``OUT/<track>-musescore-<page>.png`` at 80 dpi
+(``pdftoppm``; MuseScore pages only where ``mscore3`` is installed), and prints each score's
+tempo, metre, feel and bar count.
+Usage: ``python bench/score_pages.py [--data ../shared/data/mdb-dev] [--out docs/scores] [TRACK ...]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from batch.score import make_score, write_outputs
+from models.audio import read_audio, resample
+from models.detector import Detector
+
+TRACKS = ("Beatles", "Britpop", "Country1", "Punk", "Reggae", "Rockabilly", "Shadows")
+DPI = 80
+
+
+def pages(pdf: Path, out: Path, prefix: str) -> list[Path]:
+    """The PDF's pages as PNGs named ``prefix-1.png``, ``prefix-2.png``, ... in ``out``."""
+    for old in out.glob(f"{prefix}-*.png"):
+        old.unlink()
+    subprocess.run(["pdftoppm", "-png", "-r", str(DPI), str(pdf), str(out / prefix)], check=True)
+    return sorted(out.glob(f"{prefix}-*.png"))
+
+
+def musescore_pdf(musicxml: Path, pdf: Path) -> None:
+    subprocess.run(["mscore3", "-o", str(pdf), str(musicxml)], check=True, capture_output=True, timeout=300,
+                   env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tracks", nargs="*", default=TRACKS)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/mdb-dev"))
+    parser.add_argument("--out", type=Path, default=Path("docs/scores"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    detector = Detector()
+    with tempfile.TemporaryDirectory() as temp:
+        for track in args.tracks:
+            audio, rate = read_audio(args.data / f"{track}_drums.wav")
+            hits = detector.transcribe(resample(audio, rate, detector.card.sample_rate))
+            score = make_score(hits, len(audio) / rate, track)
+            paths = write_outputs(score, hits, Path(temp) / track, {})
+            drawn = pages(paths["pdf"], args.out, f"{track}-verovio")
+            if shutil.which("mscore3"):
+                musescore_pdf(paths["musicxml"], Path(temp) / track / "musescore.pdf")
+                drawn += pages(Path(temp) / track / "musescore.pdf", args.out, f"{track}-musescore")
+            grid = score.grid
+            print(f"{track}: {grid.bpm} bpm {grid.time_signature} {score.feel}, {len(score.bars)} bars, "
+                  f"{len(drawn)} page images")
+
+
+if __name__ == "__main__":
+    main()
