@@ -22,6 +22,7 @@ from batch.score.midi import performance_midi, written_midi
 from batch.score.notation import build_score
 from batch.score.quantize import EARLY, Bar, quantize
 from batch.score.render import musicxml_bytes, pdf_bytes, svg_pages, system_svg
+from batch.score.timeline import beat_times
 from models.peaks import Hit
 
 __all__ = ["DrumScore", "Grid", "Bar", "make_score", "write_outputs", "notation_svg"]
@@ -54,11 +55,13 @@ def write_outputs(score: DrumScore, hits: list[Hit], folder: Path, result: dict)
     written; both have the score's bars, time signature and tempo map (``batch.score.midi``).
 
     Each file appears whole or not at all (temp file + rename), result.json last, so its
-    presence means the rest are complete. Its bpm, time signature and feel are the score's.
+    presence means the rest are complete. Its bpm, time signature, feel, beats and downbeats
+    are the score's.
     """
     folder.mkdir(parents=True, exist_ok=True)
     musicxml = musicxml_bytes(build_score(score.grid, score.bars, score.title, score.feel))
-    document = {**result, "bpm": score.grid.bpm, "time_signature": score.grid.time_signature, "feel": score.feel}
+    document = {**result, "bpm": score.grid.bpm, "time_signature": score.grid.time_signature, "feel": score.feel,
+                **beat_times(score.grid, score.bars[0].index, len(score.bars))}
     contents = {
         "musicxml": musicxml,
         "pdf": pdf_bytes(svg_pages(musicxml)),
