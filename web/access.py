@@ -1,11 +1,15 @@
 """Who may use the API: API keys (``DRUMSCRIBE_AUTH=keys``), or anyone, rate-limited per address.
 
 With keys, every request under ``/api/v1`` carries ``Authorization: Bearer KEY``; without a
-valid one it is answered 401 ``unauthorized``, before its body is read. Open without a key:
+valid one it is answered 401 ``unauthorized``, before its body is read. A browser cannot set
+that header on a link, an ``EventSource``, an image or a WebSocket, so the page keeps the key in
+the cookie ``drumscribe_key`` (``SameSite=Strict``, so other sites' pages never send it; the
+Guard refuses their writes anyway), which counts the same. Open without a key:
 ``/api/v1/config`` (it tells the page whether to ask for one), ``/api/v1/health`` (its status,
 for load balancers; the details only for an operator key) and the WebSocket handshake of
-``/api/v1/stream`` (browsers cannot set headers there: the key comes in the ``start`` message,
-see ``live_admission``). ``/metrics`` needs an operator key (``keys create NAME --operator``).
+``/api/v1/stream``: a live session's key is checked with its ``start`` message (the header, the
+cookie, or ``"key"`` in ``start``; see ``live_admission``). ``/metrics`` needs an operator key
+(``keys create NAME --operator``).
 A key's jobs and live sessions are its own: handlers ask ``key_name(request)`` and answer
 another key's job as they answer an unknown id.
 
@@ -40,12 +44,18 @@ API = "/api/v1/"
 OPEN_PATHS = ("/api/v1/config", "/api/v1/health", "/api/v1/stream", "/api/v1/rtc/config")
 WORK = {("POST", "/api/v1/jobs"), ("POST", "/api/v1/rtc/offer")}
 STATE = "api_key"  # the scope state's entry for the request's key
+COOKIE = "drumscribe_key"  # the page's copy of its key, for what a browser sends without headers
 
 
 def bearer(authorization: str | None) -> str | None:
     """The key of an ``Authorization: Bearer KEY`` header."""
     scheme, _, credentials = (authorization or "").partition(" ")
     return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+def presented(connection: HTTPConnection) -> str | None:
+    """The key a request or handshake carries: the ``Authorization`` header, else the page's cookie."""
+    return bearer(connection.headers.get("authorization")) or connection.cookies.get(COOKIE) or None
 
 
 class Quotas:
@@ -86,11 +96,11 @@ class Access:
 
     async def authenticate(self, scope: Scope, quotas: Quotas, path: str) -> None:
         needed = path == "/metrics" or (path.startswith(API) and path.rstrip("/") not in OPEN_PATHS)
-        presented = bearer(HTTPConnection(scope).headers.get("authorization"))
-        if presented is None and not needed:
+        carried = presented(HTTPConnection(scope))
+        if carried is None and not needed:
             return
         try:
-            key = await run_in_threadpool(quotas.lookup, presented)
+            key = await run_in_threadpool(quotas.lookup, carried)
         except (redis.ConnectionError, redis.TimeoutError):
             raise ApiError(503, "unavailable", "the key store is unavailable; try again shortly",
                            {"Retry-After": str(REDIS_RETRY_SECONDS)}) from None
@@ -147,8 +157,8 @@ async def live_lease(request: Request) -> Lease:
 
 
 def live_admission(websocket: WebSocket):
-    """The gateway's check of a WebSocket session's ``start``: its key (``Authorization`` on the
-    handshake, or ``"key"`` in ``start``) and its key's live limit with keys on; the address's
+    """The gateway's check of a WebSocket session's ``start``: its key (``Authorization`` or the
+    cookie on the handshake, or ``"key"`` in ``start``) and its key's live limit with keys on; the address's
     bucket with keys off. ``ProtocolError`` (close 1008) ``unauthorized``, ``busy``, ``rate_limited``."""
     app, settings = websocket.app, websocket.app.state.http
 
@@ -160,9 +170,9 @@ def live_admission(websocket: WebSocket):
             except ApiError as error:
                 raise ProtocolError(error.code, error.message, POLICY) from None
             return Lease()
-        presented = bearer(websocket.headers.get("authorization")) or start.get("key")
+        carried = presented(websocket) or start.get("key")
         try:
-            key = await run_in_threadpool(quotas.lookup, presented if isinstance(presented, str) else None)
+            key = await run_in_threadpool(quotas.lookup, carried if isinstance(carried, str) else None)
             lease = await quotas.sessions.acquire(key) if key is not None else None
         except (redis.ConnectionError, redis.TimeoutError):
             raise ProtocolError("unavailable", "the key store is unavailable; try again shortly", 1013) from None

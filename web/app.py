@@ -6,6 +6,7 @@ code path is the same: only the connection differs.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -28,7 +29,7 @@ from models.separation import Separation, load_separation
 from stream.config import LiveSettings
 from stream.gateway import Gateway
 from stream.notation import NotationProcess
-from web import http_tracing, jobs_api, live, preview, rtc
+from web import access, http_tracing, jobs_api, live, preview, rtc
 from web.live import SessionFinalizer
 from web.errors import HANDLERS
 from web.guard import Guard
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
         store = JobStore(client, settings)
         worker_client = patient_twin(client)  # in-process workers ride out longer faults
         app.state.settings, app.state.store = settings, store
+        app.state.quotas = quotas = access.Quotas(client, http_settings)
+        renewing = asyncio.get_running_loop().create_task(quotas.sessions.renew_forever())
         app.state.detector = detector or Detector()
         app.state.separation = separation or load_separation()
         if not app.state.separation.available:
@@ -81,6 +84,7 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
             await app.state.rtc.close()  # WebRTC peers first: their sessions finalize with the gateway's
             await app.state.gateway.shutdown()
             await finalizer.close()
+            renewing.cancel()
             if notation is not None:
                 notation.close()
             for worker in workers:
@@ -92,15 +96,15 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
 
     routes = [
         Mount("/api/v1", routes=[*jobs_api.routes, *preview.routes, *live.routes, *rtc.routes,
-                               Route("/health", health)]),
+                               *access.routes, Route("/health", health)]),
         Route("/metrics", metrics),
         Route("/", index),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     # A request's span (when tracing is on) around everything; Host/Origin next: a refused
-    # request is not read at all; then the body's pace.
+    # request is not read at all; then the API key (or the anonymous rate limit); then the body's pace.
     middleware = [*http_tracing.middleware(), Middleware(Guard, settings=http_settings),
-                  Middleware(BodyPace, settings=http_settings)]
+                  Middleware(access.Access, settings=http_settings), Middleware(BodyPace, settings=http_settings)]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS, middleware=middleware)
     app.state.http = http_settings
     return app

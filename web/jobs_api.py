@@ -15,10 +15,13 @@ from starlette.routing import Route
 from batch.ingest import IngestError, audio_error_status, check_url
 from batch import webhooks
 from batch.jobs import FINAL_STATES, JobNotFound, JobStore
+from batch.keys import ApiKey
 from batch.links import LinkRefused
 from batch.score import FILES as OUTPUT_FILES
 from models.audio import AudioError, read_audio
-from web.errors import REDIS_RETRY_SECONDS, ApiError
+from web.access import api_key, key_name
+from web.errors import CLOSE, REDIS_RETRY_SECONDS, ApiError
+from web.quotas import retry_after
 from web.uploads import read_link, read_upload
 
 MEDIA_TYPES = {
@@ -30,6 +33,7 @@ MEDIA_TYPES = {
 }
 EVENT_POLL_SECONDS = 0.25
 EVENT_KEEPALIVE_SECONDS = 15.0
+JOB_RETRY_SECONDS = 10  # Retry-After of a key over its job limit: a short job's time
 
 
 def _store(request: Request) -> JobStore:
@@ -37,8 +41,9 @@ def _store(request: Request) -> JobStore:
 
 
 async def _job(request: Request) -> dict:
+    """The job, if the request's key may see it (another key's job is as unknown as a wrong id)."""
     try:
-        return await run_in_threadpool(_store(request).public, request.path_params["job_id"])
+        return await run_in_threadpool(_store(request).public, request.path_params["job_id"], key_name(request))
     except JobNotFound:
         raise ApiError(404, "not_found", "no such job") from None
 
@@ -46,6 +51,9 @@ async def _job(request: Request) -> dict:
 async def submit(request: Request) -> Response:
     """Queue a job; on any failure (a refused body, a client gone, Redis down) its folder goes too."""
     store, settings = _store(request), request.app.state.settings
+    key, slots = api_key(request), request.app.state.quotas.jobs
+    if key is not None and not await run_in_threadpool(slots.has_room, key):
+        raise _too_many_jobs(key, CLOSE)  # before the body is read
     job_id = store.new_id()
     folder = settings.jobs_dir / job_id
     folder.mkdir(parents=True)
@@ -56,12 +64,19 @@ async def submit(request: Request) -> Response:
             raise ApiError(422, "separation_unavailable",
                            f"separate=on, but drum separation is unavailable: {request.app.state.separation.reason}; "
                            "submit with separate=auto or off")
-        await run_in_threadpool(store.create, source, options, job_id)
+        if key is not None and not await run_in_threadpool(slots.take, key, job_id):
+            raise _too_many_jobs(key)
+        await run_in_threadpool(store.create, source, options, job_id, key.name if key is not None else "")
     except BaseException:
         await run_in_threadpool(shutil.rmtree, folder, True)
         raise
     return JSONResponse({"id": job_id, "status": "queued"}, status_code=202,
                         headers={"Location": f"/api/v1/jobs/{job_id}"})
+
+
+def _too_many_jobs(key: ApiKey, headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(429, "too_many_jobs", f"this key has its limit of {key.max_jobs} jobs queued or running; "
+                    "submit again when one has ended", {**retry_after(JOB_RETRY_SECONDS), **(headers or {})})
 
 
 async def _intake(request: Request, folder: Path) -> tuple[dict, dict]:
@@ -105,7 +120,8 @@ def _separation_possible(request: Request) -> bool:
 
 
 async def list_jobs(request: Request) -> Response:
-    return JSONResponse({"jobs": await run_in_threadpool(_store(request).recent)})
+    """The newest jobs: the request's key's own with keys on."""
+    return JSONResponse({"jobs": await run_in_threadpool(_store(request).recent, 20, key_name(request))})
 
 
 async def show(request: Request) -> Response:

@@ -29,6 +29,7 @@ from stream.gateway import FINALIZE_FAILED
 from stream.pcm import PcmFormat
 from stream.recording import Recording
 from stream.session import LiveSession
+from web.access import key_name, live_admission
 from web.errors import ApiError
 
 SCORE_FORMATS = ("musicxml", "pdf", "midi")
@@ -76,9 +77,9 @@ class SessionFinalizer:
         # A separated session's score is made from its recording separated again, whole-file windows.
         options = {"separate": "on" if session.separate else "off", "title": title}
         try:
-            await self._queue(source, options, job_id, session.id)
+            await self._queue(source, options, job_id, session.id, session.owner)
         except Exception:
-            self._keep_later(source, options, job_id, session.id)
+            self._keep_later(source, options, job_id, session.id, session.owner)
             raise
         job = await self._wait(job_id)
         message = {"job_id": job_id, "status": job["status"], "downloads": downloads(job_id)}
@@ -86,13 +87,13 @@ class SessionFinalizer:
             message["error"] = job["error"]
         return message
 
-    async def _queue(self, source: dict, options: dict, job_id: str, session_id: str) -> None:
+    async def _queue(self, source: dict, options: dict, job_id: str, session_id: str, key_name: str) -> None:
         """Queue the job, retrying through a passing Redis outage until the timeout; a refusal
         (or an outage that outlasts it) is raised, and the recording stays in its folder."""
         deadline, delay = time.monotonic() + self.timeout, QUEUE_RETRY_FIRST
         while True:
             try:
-                await run_in_threadpool(self.store.create, source, options, job_id)
+                await run_in_threadpool(self.store.create, source, options, job_id, key_name)
                 await run_in_threadpool(self.store.link_session, session_id, job_id)
                 return
             except (redis.ConnectionError, redis.TimeoutError):
@@ -101,18 +102,18 @@ class SessionFinalizer:
             await asyncio.sleep(delay)
             delay = min(QUEUE_RETRY_MAX, delay * 2)
 
-    def _keep_later(self, source: dict, options: dict, job_id: str, session_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._keep(source, options, job_id, session_id))
+    def _keep_later(self, source: dict, options: dict, job_id: str, session_id: str, key_name: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._keep(source, options, job_id, session_id, key_name))
         self._keeping.add(task)
         task.add_done_callback(self._keeping.discard)
 
-    async def _keep(self, source: dict, options: dict, job_id: str, session_id: str) -> None:
+    async def _keep(self, source: dict, options: dict, job_id: str, session_id: str, key_name: str) -> None:
         """Record the session's job as failed (nothing if it was queued after all) and link the
         session to it, retrying with backoff until Redis takes both or the app stops."""
         delay = QUEUE_RETRY_FIRST
         while True:
             try:
-                await run_in_threadpool(self.store.create_failed, source, options, job_id, FINALIZE_FAILED)
+                await run_in_threadpool(self.store.create_failed, source, options, job_id, FINALIZE_FAILED, key_name)
                 await run_in_threadpool(self.store.link_session, session_id, job_id)
                 return
             except redis.RedisError as error:
@@ -143,17 +144,20 @@ class SessionFinalizer:
 
 
 async def show_session(request: Request) -> Response:
+    """A session of the request's key (with keys on; another key's is answered as unknown)."""
     store: JobStore = request.app.state.store
     gateway = request.app.state.gateway
-    session_id = request.path_params["session_id"]
+    session_id, owner = request.path_params["session_id"], key_name(request)
     try:  # the job first: a session remembered as failed in memory may have its job recorded since
         job_id = await run_in_threadpool(store.job_of_session, session_id)
-        job = await run_in_threadpool(store.public, job_id)
+        job = await run_in_threadpool(store.public, job_id, owner)
     except (JobNotFound, redis.ConnectionError, redis.TimeoutError) as error:
         failed = gateway.failures.get(session_id)  # what this process knows answers even with Redis down
-        if failed is not None:
-            return JSONResponse(failed)
+        if failed is not None and owner in (None, failed["owner"]):
+            return JSONResponse({name: value for name, value in failed.items() if name != "owner"})
         live = gateway.sessions.get(session_id)
+        if live is not None and owner not in (None, live.session.owner):
+            live = None
         if live is None:
             if isinstance(error, JobNotFound):
                 raise ApiError(404, "not_found", "no such session") from None
@@ -165,7 +169,7 @@ async def show_session(request: Request) -> Response:
 
 
 async def live_socket(websocket: WebSocket) -> None:
-    await websocket.app.state.gateway.serve(websocket)
+    await websocket.app.state.gateway.serve(websocket, live_admission(websocket))
 
 
 routes = [

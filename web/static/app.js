@@ -595,4 +595,35 @@ async function loadRecent() {
   }
 }
 
-loadRecent();
+// ---------------------------------------------------------------------------------------
+// API key: asked for once when the server wants one (DRUMSCRIBE_AUTH=keys), kept in this
+// browser, and sent as the cookie drumscribe_key, which links, server-sent events, images,
+// the WebSocket and the WebRTC offer all carry without further code.
+// ---------------------------------------------------------------------------------------
+
+const KEY_STORE = 'drumscribe.key';
+
+function keepKey(key) {
+  localStorage.setItem(KEY_STORE, key);
+  const secure = location.protocol === 'https:' ? '; Secure' : '';
+  document.cookie = `drumscribe_key=${encodeURIComponent(key)}; Path=/; SameSite=Strict; Max-Age=31536000${secure}`;
+}
+
+async function ensureKey() {
+  const config = await fetch(`${API}/config`).then((r) => r.json()).catch(() => ({ auth: 'off' }));
+  if (config.auth !== 'keys') return;
+  let key = localStorage.getItem(KEY_STORE);
+  let message = 'This DrumScribe asks for an API key. Paste the key you were given:';
+  for (;;) {
+    if (key) {
+      keepKey(key);
+      const check = await fetch(`${API}/jobs`).catch(() => null);
+      if (!check || check.status !== 401) return;
+      message = 'That key was not accepted (mistyped, or revoked). Paste a valid API key:';
+    }
+    key = (window.prompt(message) || '').trim();
+    if (!key) return;
+  }
+}
+
+ensureKey().then(loadRecent);
