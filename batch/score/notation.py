@@ -9,7 +9,7 @@ mid-staff among the other voice's notes and flags.
 
 music21 writes one instrument per part and keys instruments by class, which cannot
 describe a drum set; ``add_drum_kit`` rewrites the exported part's instruments, and
-``place_directions`` sets the tempo and feel marks above the staff with a swing for playback.
+``place_directions`` sets the tempo and feel marks above the staff, with a swing for playback.
 """
 from __future__ import annotations
 
@@ -171,16 +171,28 @@ def _chord(notes: list[Note], length: Fraction, voice: int) -> note.NotRest:
 
 
 def place_directions(root: ET.Element) -> None:
-    """Tempo and feel marks above the staff (MuseScore puts a direction without a placement
-    below), and a feel mark's ``<sound><swing>``: eighths played 2:1."""
-    for direction in root.iter("direction"):
+    """Tempo marks above the staff (MuseScore puts a direction without a placement below).
+    A feel mark joins the tempo mark ("Shuffle ♩ = 110", as drum charts write it; on its own
+    Verovio sets it among the first notes) with a ``<sound><swing>``: eighths played 2:1."""
+    directions = list(root.iter("direction"))
+    for direction in directions:
         direction.set("placement", "above")
-        words = direction.findtext("direction-type/words")
-        if words in FEEL_WORDS.values():
-            swing = ET.SubElement(ET.SubElement(direction, "sound"), "swing")
-            ET.SubElement(swing, "first").text = "2"
-            ET.SubElement(swing, "second").text = "1"
-            ET.SubElement(swing, "swing-type").text = "eighth"
+    tempo = next((d for d in directions if d.find("direction-type/metronome") is not None), None)
+    feel = next((d for d in directions if d.findtext("direction-type/words") in FEEL_WORDS.values()), None)
+    if tempo is None or feel is None:
+        return
+    words = feel.find("direction-type")
+    words.find("words").text += " "  # MuseScore runs the words into the metronome mark otherwise
+    feel.remove(words)
+    tempo.insert(0, words)
+    root.find("part/measure").remove(feel)  # both open the first bar
+    sound = tempo.find("sound")
+    if sound is None:
+        sound = ET.SubElement(tempo, "sound")
+    swing = ET.SubElement(sound, "swing")
+    ET.SubElement(swing, "first").text = "2"
+    ET.SubElement(swing, "second").text = "1"
+    ET.SubElement(swing, "swing-type").text = "eighth"
 
 
 def add_drum_kit(root: ET.Element) -> None:
