@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from starlette.testclient import TestClient
 from websockets.sync.client import connect as ws_connect
 
 from batch import keys
+from batch.jobs import JobStore
+from batch.worker import Worker
 from bench.faults import RedisServer
 from tests.test_batch_service import submit
 from tests.test_browser import browser, drum_wav, page  # noqa: F401  (fixtures of the page test)
@@ -60,7 +63,7 @@ def test_requests_without_a_valid_key_are_refused_401(settings, short_wav):
     with TestClient(create_app(settings, http_settings=KEYS_ON)) as client:
         key = new_key(client, "alice")
         for method, path in [("GET", "/api/v1/jobs"), ("GET", "/api/v1/jobs/abc"), ("DELETE", "/api/v1/jobs/abc"),
-                             ("GET", "/api/v1/sessions/abc"), ("POST", "/api/v1/rtc/offer")]:
+                             ("GET", "/api/v1/sessions/abc"), ("POST", "/api/v1/rtc/offer"), ("GET", "/api/v1/rtc/config")]:
             for headers in ({}, bearer("not-a-key"), {"Authorization": key}):  # none, unknown, no scheme
                 response = client.request(method, path, headers=headers)
                 assert response.status_code == 401, (method, path, response.text)
@@ -141,6 +144,31 @@ def test_a_finished_job_frees_its_slot_and_a_slot_without_a_job_expires(settings
         assert slots.has_room(record) and r.zrange(jobs_of("one"), 0, -1) == []
 
 
+def test_a_job_held_by_a_dead_worker_frees_its_slot_when_another_worker_finishes_it(settings, short_wav):
+    paused = dataclasses.replace(settings, workers=0, visibility_timeout=1.0)
+    with TestClient(create_app(paused, http_settings=KEYS_ON)) as client:
+        key = new_key(client, "one", max_jobs=1)
+        job_id = client.post("/api/v1/jobs", headers=bearer(key), files={"file": ("a.wav", short_wav.read_bytes())}).json()["id"]
+        store = client.app.state.store
+        store.ensure_queue()  # what a worker does first
+        assert store.claim("dead-worker", 100).job_id == job_id  # taken by a worker that then dies
+        assert client.get(f"/api/v1/jobs/{job_id}", headers=bearer(key)).json()["status"] == "running"
+        assert client.post("/api/v1/jobs", headers=bearer(key), files={"file": ("b.wav", b"")}).status_code == 429
+        worker = Worker(JobStore(store.redis, paused), client.app.state.detector, paused)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()  # reclaims the job after the visibility timeout and finishes it
+        try:
+            deadline = time.monotonic() + 60
+            while client.get(f"/api/v1/jobs/{job_id}", headers=bearer(key)).json()["status"] != "succeeded":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert client.post("/api/v1/jobs", headers=bearer(key),
+                               files={"file": ("c.wav", short_wav.read_bytes())}).status_code == 202
+        finally:
+            worker.stop.set()
+            thread.join(timeout=30)
+
+
 def test_a_crashed_processs_live_leases_expire(tmp_path):
     """A process that holds a key's only live slot is killed: the slot frees once its lease runs out."""
     with RedisServer(tmp_path / "redis") as server:
@@ -189,6 +217,35 @@ def test_the_anonymous_mode_limits_work_requests_per_address(settings):
         assert client.post("/api/v1/jobs", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
         buckets = AddressBuckets(client.app.state.store.redis, 3, 60)
         assert buckets.wait("192.0.2.1") == 0  # another address has its own bucket
+
+
+def test_anonymous_live_sessions_draw_on_the_same_bucket(settings):
+    metered = dataclasses.replace(HttpSettings.from_env(), auth="off", anonymous_burst=1, anonymous_per_minute=1)
+    with RunningServer(create_app(settings, live_settings=FAST, http_settings=metered)) as server:
+        with ws_connect(server.ws + "/api/v1/stream") as first:
+            first.send(json.dumps(START))
+            assert json.loads(first.recv(timeout=10))["type"] == "ready"
+            with ws_connect(server.ws + "/api/v1/stream") as second:
+                second.send(json.dumps(START))
+                expect_error(Frames(second), "rate_limited", 1008)
+        offer = httpx.post(server.http + "/api/v1/rtc/offer", json={"type": "offer", "sdp": "v=0"})
+        assert offer.status_code == 429 and offer.json()["error"]["code"] == "rate_limited"
+        assert int(offer.headers["retry-after"]) >= 1
+
+
+def test_keys_cannot_be_checked_without_redis_503(tmp_path, settings):
+    with RedisServer(tmp_path / "redis") as server:
+        external = dataclasses.replace(settings, redis_url=server.url, workers=0)
+        with TestClient(create_app(external, http_settings=KEYS_ON)) as client:
+            key = new_key(client, "k")
+            assert client.get("/api/v1/jobs", headers=bearer(key)).status_code == 200
+            server.stop()
+            started = time.monotonic()
+            response = client.get("/api/v1/jobs", headers=bearer(key))
+            assert (response.status_code, response.json()["error"]["code"]) == (503, "unavailable")
+            assert response.headers["retry-after"] == "5" and time.monotonic() - started < 5
+            assert client.get("/api/v1/jobs").status_code == 401  # no key: refused without asking Redis
+            server.start()
 
 
 def test_metrics_and_health_details_need_an_operator_key(settings):

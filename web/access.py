@@ -41,7 +41,7 @@ from web.quotas import AddressBuckets, JobSlots, Lease, SessionLeases, retry_aft
 log = logging.getLogger("drumscribe.access")
 
 API = "/api/v1/"
-OPEN_PATHS = ("/api/v1/config", "/api/v1/health", "/api/v1/stream", "/api/v1/rtc/config")
+OPEN_PATHS = ("/api/v1/config", "/api/v1/health", "/api/v1/stream")
 WORK = {("POST", "/api/v1/jobs"), ("POST", "/api/v1/rtc/offer")}
 STATE = "api_key"  # the scope state's entry for the request's key
 COOKIE = "drumscribe_key"  # the page's copy of its key, for what a browser sends without headers
