@@ -69,7 +69,7 @@ if ended then
     local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
     local id = string.sub(redis.sha1hex(KEYS[1] .. ':' .. ended), 1, 32)
     redis.call('HSET', '""" + PREFIX + """' .. id, 'id', id, 'job', redis.call('HGET', KEYS[1], 'id'),
-               'event', 'job.' .. ended, 'url', url, 'key_name', redis.call('HGET', KEYS[1], 'key_name') or '',
+               'event', 'job.' .. ended, 'url', url, 'key_name', redis.call('HGET', KEYS[1], '""" + keys.KEY_FIELD + """') or '',
                'state', 'pending', 'attempts', 0, 'created', now, 'next_attempt_at', now)
     redis.call('ZADD', KEYS[3], now, id)
     redis.call('HSET', KEYS[1], 'webhook', id)
@@ -182,7 +182,7 @@ def post(url: str, body: bytes, headers: dict[str, str], allow_private: bool) ->
     parts = urlsplit(link.url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     with pool:
-        response = pool.urlopen("POST", target, body=body, headers={**headers, "Host": link.netloc},
+        response = pool.urlopen("POST", target, body=body, headers={**headers, "Host": parts.netloc},
                                 redirect=False, retries=False, preload_content=False)
         response.close()  # the answer's body is not read: its status is the whole answer
         return response.status
@@ -206,6 +206,10 @@ class Dispatcher:
                     waits = delays()
                 except redis.RedisError as error:
                     log.warning("webhooks: %s: %s", type(error).__name__, error)
+                    self.stop.wait(next(waits))
+                    continue
+                except Exception:  # a bug: keep sending the others (what was claimed is due again after its lease)
+                    log.exception("webhooks: a delivery failed unexpectedly")
                     self.stop.wait(next(waits))
                     continue
                 if not due:

@@ -15,11 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from starlette.testclient import TestClient
 
-from batch import webhooks
+from batch import keys, webhooks
 from batch.connection import close, connect
 from batch.jobs import JobStore
 from tests.test_batch_service import submit, wait_for
 from web.app import create_app
+from web.http_settings import HttpSettings
 
 
 class Receiver:
@@ -129,6 +130,25 @@ def test_a_refused_delivery_is_retried_with_the_same_body_until_it_succeeds(hook
     assert json.loads(requests[0][2])["event"] == "job.cancelled"
 
 
+def test_with_api_keys_a_delivery_is_signed_with_the_secret_of_the_jobs_key(hooked, beat_wav):
+    keys_on = dataclasses.replace(HttpSettings.from_env(), auth="keys")
+    with Receiver() as receiver, TestClient(create_app(hooked, http_settings=keys_on)) as client:
+        redis = client.app.state.store.redis
+        key, alice = keys.create(redis, "alice")
+        _, bob = keys.create(redis, "bob")
+        with beat_wav.open("rb") as f:
+            response = client.post("/api/v1/jobs", headers={"Authorization": f"Bearer {key}"},
+                                   files={"file": ("beat.wav", f, "audio/wav")}, data={"webhook_url": receiver.url})
+        assert response.status_code == 202, response.text
+        job = delivered(client, response.json()["id"], headers={"Authorization": f"Bearer {key}"})
+        (_, headers, body), = receiver.wait(1)
+        server_secret = webhooks.server_secret(redis, hooked)
+    signed = headers["X-DrumScribe-Signature"]
+    assert verify(body, signed, alice.webhook_secret)
+    assert not verify(body, signed, bob.webhook_secret) and not verify(body, signed, server_secret)
+    assert json.loads(body)["job"]["id"] == job["id"] and headers["X-DrumScribe-Delivery"] == job["webhooks"][0]["id"]
+
+
 @pytest.mark.parametrize("url,code", [
     ("http://127.0.0.1:9/hook", "webhook_not_allowed"),
     ("http://localhost:9/hook", "webhook_not_allowed"),
@@ -184,6 +204,26 @@ def test_private_addresses_are_refused_at_delivery_unless_allowed(settings):
                 assert record["next_attempt_at"] is None
             else:
                 assert record["status"] == "delivered" and len(receiver.requests) == 1
+
+
+def test_an_unreachable_receiver_is_retried_until_the_retry_time_is_over(settings):
+    with Receiver() as receiver:
+        closed = receiver.url
+    client = connect(settings)
+    try:
+        store = JobStore(client, settings)
+        job_id = store.create({"kind": "upload", "file": "x.wav"}, {"webhook_url": closed})
+        store.cancel(job_id)
+        patient = dataclasses.replace(settings, webhook_allow_private=True, webhook_first_retry_seconds=0.1,
+                                      webhook_retry_seconds=1.0)
+        started = time.time()
+        record = run_dispatcher(store, patient, job_id, lambda hook: hook["status"] != "pending")
+    finally:
+        close(client)
+    assert record["status"] == "failed" and record["last_error"].startswith("no answer")
+    assert record["last_status_code"] is None and record["delivered_at"] is None
+    assert 2 <= record["attempts"] <= 6  # 0.1, 0.2, 0.4 s ... apart (polled every 0.5 s), for about a second
+    assert time.time() - started < 5
 
 
 def test_a_pending_delivery_survives_a_restart(hooked, beat_wav):
