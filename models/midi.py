@@ -2,15 +2,23 @@
 
 Notes are placed in quarter notes, not seconds: a score's bar lines are then the MIDI
 file's bar lines, and a tempo map that follows the drummer makes those quarters sound at
-the recording's times. ``hits_to_midi`` is the simple case: one tempo, times in seconds.
+the recording's times. ``performance_midi`` does that for hits on a tracked beat grid: the
+file starts on the grid's first downbeat, or a whole bar earlier for every bar a hit comes
+before the first bar (a hit only ``early`` quarters early, which a score writes on its
+downbeat, sounds at the file's start), and has one tempo per tracked pulse, the piecewise-linear
+mapping ``Grid.quarters`` uses, so every hit sounds at its recorded time to a tick.
+``hits_to_midi`` is the simple case: one tempo, times in seconds from t = 0.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import ceil
 from pathlib import Path
 
 import mido
+import numpy as np
 
+from models.beats import Grid
 from models.peaks import Hit
 from models.vocab import GM_NOTE
 
@@ -55,6 +63,34 @@ def drum_midi(notes: list[DrumNote], tempos: list[tuple[float, float]],
     midi = mido.MidiFile(type=0, ticks_per_beat=TICKS_PER_BEAT)
     midi.tracks.append(track)
     return midi
+
+
+def performance_midi(grid: Grid, hits: list[Hit], early: float = 0.0) -> mido.MidiFile:
+    """Every hit at its recorded time, on the grid's bar lines and tempo map (instruments
+    with a General MIDI note: map family-only hits to a drum first)."""
+    start = lead_in(grid, hits, early)
+    times = [hit.t for hit in hits]
+    on, off = grid.quarters(times) + start, grid.quarters([t + NOTE_SECONDS for t in times]) + start
+    notes = [DrumNote(a, b, GM_NOTE[hit.instrument], hit.velocity) for a, b, hit in zip(on.tolist(), off.tolist(), hits)]
+    return drum_midi(notes, tempo_map(grid, start), (grid.beats_per_bar, grid.beat_unit))
+
+
+def lead_in(grid: Grid, hits: list[Hit], early: float = 0.0) -> float:
+    """Quarter notes from the file's start to the grid's first downbeat: whole bars, as
+    many as hits more than ``early`` quarters before the first bar need."""
+    if not hits:
+        return 0.0
+    before = -float(grid.quarters(min(hit.t for hit in hits))) - early
+    return float(grid.bar_ql) * max(0, ceil(before / float(grid.bar_ql)))
+
+
+def tempo_map(grid: Grid, start: float) -> list[tuple[float, float]]:
+    """(quarters from the file's start, quarter notes per minute): one per tracked pulse,
+    the first pulse's tempo from the file's start, the last one's after the last pulse."""
+    per_minute = 60.0 * float(grid.pulse_ql) / np.diff(np.asarray(grid.pulse_times))
+    quarters = start + np.arange(len(per_minute)) * float(grid.pulse_ql)
+    quarters[0] = 0.0
+    return list(zip(quarters.tolist(), per_minute.tolist()))
 
 
 def hits_to_midi(hits: list[Hit], bpm: float = 120.0) -> mido.MidiFile:

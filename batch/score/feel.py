@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import defaultdict
 from math import floor
 
+from batch.score.quantize import EARLY
 from models.beats import Grid
 from models.peaks import Hit
 
 STRAIGHT, SWING, SHUFFLE = "straight", "swing", "shuffle"
-EARLY = 1 / 8  # quarters: a hit this much before a beat is that beat's (as in quantize)
 SLOTS = (0, 3, 4, 6, 8, 9, 12)  # twelfths of a beat: sixteenths, triplets, the next beat
 MIN_SWUNG_BEATS = 4  # fewer long-short beats than this say nothing about the feel
 MIDDLE_RARELY = 0.25  # the middle triplet on at most this share of the long-short beats
