@@ -3,16 +3,23 @@
 Drummers drift, so one global tempo puts notes on the wrong beat after a minute or two:
 the grid is a list of tracked pulse times (a phase-locked loop on the hits near each
 predicted pulse), and a hit's musical position is read by interpolating between them.
+Which octave of that pulse is the beat, and which beat is one, are chosen the way drummers
+play (``models.beat_features``), by linear scores learned from the Groove MIDI Dataset.
 The metre is 4/4 unless the pattern of the hits says 3/4, 6/8 or 12/8 clearly.
+One tracker serves the batch scores, the live notation and ``drumscribe transcribe``.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
 from models.peaks import Hit
+from models.beat_features import BINS, downbeat_features, octave_features, positions
 from models.tempo import estimate_bpm
 from models.vocab import FAMILIES
 
@@ -20,16 +27,15 @@ DEFAULT_BPM = 120.0
 # How much a hit pulls the grid: kick and snare carry the time, hi-hats less so; kicks
 # win over snares when they alternate half a pulse apart (the pulse is then a half note).
 FAMILY_WEIGHT = {"kick": 1.0, "snare": 0.8, "cymbal": 0.7, "tom": 0.5, "hihat": 0.3}
-CRASHES = ("crash", "china", "splash")
 STARTUP_PULSES = 16  # the first tempo and phase are fitted on this many pulses
 COMB_WIDTH = 1 / 16  # pulses: how near a hit must be to count for a candidate phase
 WINDOW = 1 / 8  # hits within this fraction of a pulse of a predicted pulse steer the tracker
 PHASE_GAIN, TEMPO_GAIN = 0.3, 0.05  # a damped second-order loop: follows drift, ignores jitter
 MAX_DRIFT = 0.2  # the tracked pulse period stays within ±20 % of the starting one
-BINS = 12  # positions per pulse for the metre features: sixteenths and triplets both fall on them
+CANDIDATE_BPM = (40.0, 250.0)  # beats slower or faster than these are not considered
+WEIGHTS = Path(__file__).resolve().parent / "weights" / "beats.json"
 METRE_MARGIN = 0.12  # how much better another bar length must repeat than 4/4 to win
 MIN_PAIRS = 12  # pulse pairs needed before the metre is judged at all
-FAST_BPM = 160.0  # a tracked pulse faster than this is an eighth note
 TRIPLET_DOMINANCE = 2.0  # triplet positions must outweigh sixteenth ones this much for a ternary feel
 MIDDLE_TRIPLET = 0.8  # and the middle triplet must be this strong against the last for a compound metre
 
@@ -79,6 +85,20 @@ class Grid:
         return max(0, int(np.floor(float(self.quarters(until)) / float(self.bar_ql) + 1e-9)))
 
 
+@dataclass(frozen=True)
+class MetricalWeights:
+    """Linear scores over ``models.beat_features``, learned by ``models.train.beats``."""
+
+    octave: np.ndarray
+    downbeat: np.ndarray
+
+
+@lru_cache(maxsize=1)
+def metrical_weights(path: Path = WEIGHTS) -> MetricalWeights:
+    document = json.loads(path.read_text())
+    return MetricalWeights(np.array(document["octave"]), np.array(document["downbeat"]))
+
+
 def default_grid(start: float = 0.0, bpm: float = DEFAULT_BPM) -> Grid:
     """4/4 at ``bpm`` from ``start``: the grid when the hits cannot tell."""
     return Grid(bpm, start, 4, 4, 4, Fraction(1), (start, start + 60.0 / bpm))
@@ -90,13 +110,9 @@ def estimate_grid(hits: list[Hit], until: float | None = None) -> Grid:
         return default_grid(min((hit.t for hit in hits), default=0.0))
     hits = sorted(hits, key=lambda hit: hit.t)
     times = np.array([hit.t for hit in hits])
-    weights = np.array([FAMILY_WEIGHT[hit.family] * (0.5 + hit.velocity) for hit in hits])
-    end = max(times[-1], until or 0.0)
-    period, phase = _startup(times, weights, 60.0 / estimate_bpm(hits))
-    first = phase + period * np.floor((times[0] + WINDOW * period - phase) / period)
-    pulses = _halve_if_double(hits, _track(times, weights, period, first, end))
+    pulses = choose_octave(hits, track_pulses(hits, until))
     per_bar, pulse_ql, beats_per_bar, beat_unit, subdivision = _metre(_features(hits, pulses))
-    count = (per_bar - _downbeat(hits, pulses, per_bar)) % per_bar
+    count = (per_bar - choose_downbeat(hits, pulses, per_bar)) % per_bar
     period = pulses[1] - pulses[0]
     while pulses[0] - count * period > times[0] + WINDOW / 2 * period:  # no hit before the first bar
         count += per_bar
@@ -104,6 +120,38 @@ def estimate_grid(hits: list[Hit], until: float | None = None) -> Grid:
     average = (pulses[-1] - pulses[0]) / (len(pulses) - 1)
     return Grid(round(60.0 * float(pulse_ql) / float(average), 1), float(pulses[0]), beats_per_bar, beat_unit,
                 subdivision, pulse_ql, tuple(float(p) for p in pulses))
+
+
+def track_pulses(hits: list[Hit], until: float | None = None) -> np.ndarray:
+    """Pulse times through the hits (sorted by time) at the octave the global tempo suggests."""
+    times = np.array([hit.t for hit in hits])
+    weights = np.array([FAMILY_WEIGHT[hit.family] * (0.5 + hit.velocity) for hit in hits])
+    end = max(times[-1], until or 0.0)
+    period, phase = _startup(times, weights, 60.0 / estimate_bpm(hits))
+    first = phase + period * np.floor((times[0] + WINDOW * period - phase) / period)
+    return _track(times, weights, period, first, end)
+
+
+def octave_candidates(pulses: np.ndarray) -> list[np.ndarray]:
+    """The tracked pulses, every other one (either parity) and twice as many."""
+    candidates = [pulses, pulses[0::2], pulses[1::2]]
+    doubled = np.empty(2 * len(pulses) - 1)
+    doubled[0::2], doubled[1::2] = pulses, (pulses[:-1] + pulses[1:]) / 2
+    candidates.append(doubled)
+    return [c for c in candidates if len(c) >= 2 and CANDIDATE_BPM[0] <= 60.0 / float(np.median(np.diff(c))) <= CANDIDATE_BPM[1]]
+
+
+def choose_octave(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
+    """The candidate pulse that drummers would count as the beat, by the learned score."""
+    candidates = octave_candidates(pulses)
+    scores = [float(octave_features(hits, c) @ metrical_weights().octave) for c in candidates]
+    return candidates[int(np.argmax(scores))]
+
+
+def choose_downbeat(hits: list[Hit], pulses: np.ndarray, per_bar: int) -> int:
+    """Which pulse (mod the bar) is beat one, by the learned score."""
+    scores = [float(downbeat_features(hits, pulses, per_bar, d) @ metrical_weights().downbeat) for d in range(per_bar)]
+    return int(np.argmax(scores))
 
 
 def _startup(times: np.ndarray, weights: np.ndarray, period: float) -> tuple[float, float]:
@@ -153,42 +201,9 @@ def _prepend(pulses: np.ndarray, count: int) -> np.ndarray:
     return np.concatenate([pulses[0] - period * np.arange(count, 0, -1), pulses])
 
 
-def _position(times: list[float], pulses: np.ndarray) -> np.ndarray:
-    """Pulse coordinates of times: 2.5 is halfway between the third and fourth pulse."""
-    return np.interp(times, pulses, np.arange(len(pulses), dtype=float))
-
-
-def _on_pulses(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
-    """Velocity-weighted count per pulse of the hits that fall on it (within half a bin)."""
-    slots = np.round(_position([hit.t for hit in hits], pulses) * BINS).astype(int)
-    weights = np.array([0.5 + hit.velocity for hit in hits])
-    on = slots % BINS == 0
-    return np.bincount(slots[on] // BINS, weights=weights[on], minlength=len(pulses))[: len(pulses)]
-
-
-def _halve_if_double(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
-    """Every other pulse when the tracked pulse is an eighth note.
-
-    That is when snares (the backbeat) come four pulses apart and nothing finer than the
-    half pulse is played: a backbeat on 2 and 4 at half the tempo, sixteenths at most.
-    Half-time grooves (snare on 3 only) are written at the slower tempo too. A pulse faster
-    than ``FAST_BPM`` is taken for an eighth note whatever the snares say.
-    """
-    snares = _on_pulses([hit for hit in hits if hit.instrument == "snare"], pulses)
-    struck = np.flatnonzero(snares)
-    if 60.0 / np.median(np.diff(pulses)) <= FAST_BPM:
-        if len(struck) < 4 or np.mean(np.diff(struck) == 4) < 0.5:
-            return pulses
-        slots = np.round(_position([hit.t for hit in hits], pulses) * BINS).astype(int) % BINS
-        if np.mean((slots == BINS // 4) | (slots == 3 * BINS // 4)) > 0.1:  # these would be 32nds
-            return pulses
-    parity = int(np.bincount(struck % 2, minlength=2).argmax()) if len(struck) else 0  # the backbeat stays on a pulse
-    return pulses[parity::2]
-
-
 def _features(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
     """Per pulse, velocity-weighted counts by family and position (twelfths of the pulse)."""
-    slot = np.round(_position([hit.t for hit in hits], pulses) * BINS).astype(int)
+    slot = np.round(positions(hits, pulses) * BINS).astype(int)
     features = np.zeros((len(pulses), len(FAMILIES), BINS))
     family_index = {family: i for i, family in enumerate(FAMILIES)}
     for hit, s in zip(hits, slot):
@@ -223,7 +238,7 @@ def _metre(features: np.ndarray) -> tuple[int, Fraction, int, int, int]:
     ternary = triplets > TRIPLET_DOMINANCE * sixteenths and triplets > 0
     full_triplets = ternary and off[4] >= MIDDLE_TRIPLET * off[8]
     s = {lag: _similarity(features, lag) for lag in (2, 3, 4, 6, 8)}
-    if any(np.isnan(s[lag]) for lag in (2, 3, 4)):
+    if np.isnan(s[2]) or np.isnan(s[4]):  # (lag 3 has no pairs when every other pulse is silent)
         return 4, Fraction(1), 4, 4, 3 if ternary else 4
 
     def repeats_best(lag: int, *others: int) -> bool:
@@ -244,22 +259,3 @@ def _metre(features: np.ndarray) -> tuple[int, Fraction, int, int, int]:
             return 6, Fraction(1, 2), 6, 8, 4
         return 6, Fraction(1, 2), 3, 4, 4
     return 4, Fraction(1), 4, 4, subdivision
-
-
-def _downbeat(hits: list[Hit], pulses: np.ndarray, per_bar: int) -> int:
-    """Which pulse (mod the bar) is beat one: crashes and kicks there, backbeat snares not.
-
-    Near-ties (a rock beat's kicks on 1 and 3) go to the pulse of the first kick or crash.
-    """
-    kick = _on_pulses([hit for hit in hits if hit.family == "kick"], pulses)
-    snare = _on_pulses([hit for hit in hits if hit.instrument == "snare"], pulses)
-    crash = _on_pulses([hit for hit in hits if hit.instrument in CRASHES], pulses)
-    score = 2 * crash + kick - snare
-    totals = np.array([score[d::per_bar].sum() for d in range(per_bar)]) / max(1, len(pulses) / per_bar)
-    close = np.flatnonzero(totals >= totals.max() - 0.1)
-    strong = np.flatnonzero((kick > 0) | (crash > 0))
-    if len(close) > 1 and len(strong):
-        preferred = int(strong[0]) % per_bar
-        if preferred in close:
-            return preferred
-    return int(np.argmax(totals))

@@ -19,7 +19,7 @@ from models.audio import RESAMPLER_QUALITY  # the quality offline decoding uses:
 from models.detector import Detector, hit_order
 from models.peaks import Hit
 from models.runtime import Step, StepResult
-from models.tempo import estimate_bpm
+from models.beats import estimate_grid
 from stream.pcm import PcmDecoder, PcmFormat
 from stream.recording import Recording
 
@@ -128,7 +128,7 @@ class LiveSession:
         if self.seconds - self._tempo_checked_at < TEMPO_EVERY_SECONDS or len(self.hits) < 8:
             return None
         self._tempo_checked_at = self.seconds
-        bpm = estimate_bpm(self.hits)
+        bpm = estimate_grid(self.hits, self.seconds).bpm  # the tracker the notation and the score use
         if self.bpm is None or abs(bpm - self.bpm) > TEMPO_STEP_BPM:
             self.bpm = bpm
             return bpm

@@ -24,7 +24,7 @@ def _transcribe(args: argparse.Namespace) -> int:
     from models.detector import Detector
     from models.result import build_result
     from models.separation import Separation, load_separation
-    from models.tempo import estimate_bpm
+    from models.beats import estimate_grid
 
     outputs = [Path(out) for out in args.output]
     unknown = [str(out) for out in outputs if out.suffix.lower() not in WRITERS]
@@ -37,8 +37,10 @@ def _transcribe(args: argparse.Namespace) -> int:
     decision = decide_separation(args.separate, separation, source, source_rate)
     audio, rate = separate(separation, source, source_rate, lambda _: None) if decision["applied"] else (source, source_rate)
     hits = detector.transcribe(resample(audio, rate, detector.card.sample_rate))
-    bpm = estimate_bpm(hits)
-    result = build_result(hits, len(source) / source_rate, source_rate, detector.card, bpm, separation=decision)
+    duration = len(source) / source_rate
+    grid = estimate_grid(hits, duration)  # the beat tracker the batch scores and the live path use
+    bpm = grid.bpm
+    result = build_result(hits, duration, source_rate, detector.card, bpm, grid.time_signature, separation=decision)
     for out in outputs:
         if out.suffix.lower() == ".json":
             out.write_text(json.dumps(result, indent=1) + "\n")
