@@ -32,9 +32,10 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 WS_SCHEMES = {"ws": "http", "wss": "https"}
 
 # The page loads only its own script, worklet and stylesheet; live notation is shown from
-# blob: URLs, score pages are same-origin SVG images, and the live transports connect to
+# blob: URLs, score pages are fetched from this origin and shown inline (their <style> dropped),
+# the player plays a job's recording from this origin, and the live transports connect to
 # this origin ('self' covers ws:/wss: to it).
-PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self'; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 # A score page opened on its own: its inline styles may apply, nothing may run or load.
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; frame-ancestors 'none'"
