@@ -196,3 +196,29 @@ def test_off_without_an_endpoint_and_exported_over_otlp_with_one():
     resource = request.resource_spans[0]
     assert {a.key: a.value.string_value for a in resource.resource.attributes}["service.name"] == "drumscribe-test"
     assert [s.name for s in resource.scope_spans[0].spans] == ["exported"]
+
+
+def test_a_webrtc_session_is_traced_from_its_offer_to_its_score(spans, settings):
+    import asyncio
+
+    from models.synthetic import rock_beat
+    from tests.conftest import RunningServer
+    from tests.test_rtc import RATE, rtc_session
+
+    audio, _ = rock_beat(bars=2, bpm=120, rate=RATE)
+    with RunningServer(create_app(settings)) as server:
+        async def run() -> dict:
+            messages, pc = await rtc_session(server.http, audio)
+            await pc.close()
+            return messages[-1]
+
+        final = asyncio.run(run())
+        assert final["type"] == "final" and final["status"] == "succeeded", final
+        job = span_named(spans, "job", **{"drumscribe.job_id": final["job_id"]})
+    offer = span_named(spans, "POST /api/v1/rtc/offer")
+    opened = span_named(spans, "live.open", **{"drumscribe.session_id": final["session_id"]})
+    assert_child(opened, offer)
+    finalize = span_named(spans, "live.finalize", **{"drumscribe.session_id": final["session_id"]})
+    assert_child(finalize, opened)
+    assert_child(span_named(spans, "queue", **{"drumscribe.job_id": final["job_id"]}), finalize)
+    assert job.context.trace_id == offer.context.trace_id
