@@ -35,8 +35,9 @@ SMUFL_TEXT = {"\ueca5": "\u2669", "\ueca7": "\u266a", "\uecb7": "."}
 SMUFL_SPAN = re.compile(r'<tspan font-family="Leipzig" font-size="(\d+)px">([^<]*)</tspan>')
 GLYPH = re.compile(r'<g id="([^"]+)">\s*<path transform="([^"]*)" d="([^"]*)"\s*/>\s*</g>')
 USE = re.compile(r'<use xlink:href="#([^"]+)" transform="([^"]*)"\s*/>')
-# Verovio centres a short rest on its display step, MuseScore draws it two steps further
-# from the middle line; the MusicXML is written for MuseScore's way.
+# Verovio centres a short rest on its display step and sets a half rest on its line, where
+# MuseScore draws them two steps further from the middle line; the MusicXML is written for
+# MuseScore's way. (A half rest above the middle already clears the notes below it.)
 VEROVIO_REST_STEPS = 2
 STEPS = "CDEFGAB"
 MIDDLE_LINE = 4 * 7 + STEPS.index("B")  # B4, in diatonic steps
@@ -105,13 +106,16 @@ def _toolkit(musicxml: bytes, options: dict) -> verovio.toolkit:
 
 
 def _verovio_rests(musicxml: bytes) -> str:
-    """The MusicXML with its placed short rests moved as far out for Verovio as MuseScore draws them."""
+    """The MusicXML with its placed rests moved as far out for Verovio as MuseScore draws them."""
     root = ET.fromstring(musicxml)
     for element in root.iter("note"):
         rest = element.find("rest")
-        if rest is None or rest.find("display-step") is None or element.findtext("type") in ("half", "whole", None):
+        kind = element.findtext("type")
+        if rest is None or rest.find("display-step") is None or kind in ("whole", None):
             continue
         step = STEPS.index(rest.findtext("display-step")) + 7 * int(rest.findtext("display-octave"))
+        if kind == "half" and step > MIDDLE_LINE:
+            continue
         step += VEROVIO_REST_STEPS if step > MIDDLE_LINE else -VEROVIO_REST_STEPS
         rest.find("display-step").text, rest.find("display-octave").text = STEPS[step % 7], str(step // 7)
     return ET.tostring(root, encoding="unicode")
