@@ -87,7 +87,7 @@ class Access:
             if self.settings.keys_required:
                 await self.authenticate(scope, quotas, path)
             elif (scope["method"], path.rstrip("/")) in WORK:
-                await meter(quotas, _address(scope), fail_open=path != "/api/v1/jobs")
+                await meter(quotas, _address(scope), fail_open=path.rstrip("/") != "/api/v1/jobs")
         except ApiError as error:
             unread = scope["method"] not in ("GET", "HEAD", "OPTIONS")  # a body may follow: it is not waited for
             await _respond(send, error, CLOSE if unread else {})
