@@ -182,8 +182,10 @@ class JobStore:
         fields = [item for pair in record.items() for item in pair]
         keys = [self.key(job_id), RECENT_KEY, COUNTS_KEY] + ([self.settings.stream_name] if queue else [])
         with self._queue_span(job_id) if queue else contextlib.nullcontext():
-            context = [item for pair in tracing.carrier().items() for item in pair] if queue else []
-            self._create(keys=keys, args=[job_id, now, len(context), *context, *fields])
+            carrier = tracing.carrier() if queue else {}
+            context = [item for pair in carrier.items() for item in pair]
+            kept = ["trace", json.dumps(carrier)] if carrier else []  # for the job's webhook (batch.webhooks)
+            self._create(keys=keys, args=[job_id, now, len(context), *context, *fields, *kept])
         if key_name:  # the key's own recent list: the newest KEY_RECENT_KEPT (deleted jobs drop out as read)
             pipe = self.redis.pipeline()
             pipe.zadd(recent_of(key_name), {job_id: now})

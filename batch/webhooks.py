@@ -12,7 +12,8 @@ GET /jobs/{id} shows it, without its webhooks>}``, is fixed at the first attempt
 byte for byte on every retry, with ``X-DrumScribe-Signature: sha256=<hex HMAC-SHA256 of the body>``
 under the job's API key's ``webhook_secret`` (without keys: the server's secret, ``server_secret``),
 ``X-DrumScribe-Event`` and ``X-DrumScribe-Delivery``. Any answer but 2xx, or none, is retried
-with exponential backoff until ``webhook_retry_seconds`` after the job ended.
+with exponential backoff until ``webhook_retry_seconds`` after the job ended. Each attempt is a
+``webhook`` span in the job's trace (the context its submission kept in the job's ``trace`` field).
 
 The URL rules of link intake apply (http(s), length, no credentials). At delivery the host is
 resolved and every address must be public (``batch.links.is_public``); the request then goes
@@ -37,7 +38,7 @@ import certifi
 import redis
 import urllib3
 
-from batch import keys
+from batch import keys, tracing
 from batch.config import Settings
 from batch.links import DEFAULT_PORTS, LinkRefused, check_addresses, is_public, parse
 from batch.retry import delays
@@ -70,7 +71,8 @@ if ended then
     local id = string.sub(redis.sha1hex(KEYS[1] .. ':' .. ended), 1, 32)
     redis.call('HSET', '""" + PREFIX + """' .. id, 'id', id, 'job', redis.call('HGET', KEYS[1], 'id'),
                'event', 'job.' .. ended, 'url', url, 'key_name', redis.call('HGET', KEYS[1], '""" + keys.KEY_FIELD + """') or '',
-               'state', 'pending', 'attempts', 0, 'created', now, 'next_attempt_at', now)
+               'state', 'pending', 'attempts', 0, 'created', now, 'next_attempt_at', now,
+               'trace', redis.call('HGET', KEYS[1], 'trace') or '')
     redis.call('ZADD', KEYS[3], now, id)
     redis.call('HSET', KEYS[1], 'webhook', id)
   end
@@ -216,31 +218,43 @@ class Dispatcher:
                     self.stop.wait(POLL_SECONDS)
 
     def deliver(self, delivery_id: str) -> None:
-        """One attempt at a claimed delivery, and its outcome recorded."""
+        """One attempt at a claimed delivery, and its outcome recorded; a span in the job's trace."""
         record = self.redis.hgetall(PREFIX + delivery_id)
         if not record:
             self._record(delivery_id, "failed", error="the delivery's record is gone")
             return
+        attempts = int(record["attempts"])
+        with tracing.tracer.start_as_current_span(
+                "webhook", context=tracing.extract(json.loads(record.get("trace") or "{}")),
+                kind=tracing.trace.SpanKind.CLIENT,
+                attributes={"drumscribe.job_id": record["job"], "drumscribe.delivery_id": delivery_id,
+                            "drumscribe.event": record["event"], "drumscribe.attempt": attempts + 1}) as span:
+            outcome, status, error = self._attempt(record)
+            if status is not None:
+                span.set_attribute("http.response.status_code", status)
+            if error:
+                tracing.fail(span, error)
+        self._record(delivery_id, outcome, status, error, attempts)
+
+    def _attempt(self, record: dict) -> tuple[str, int | None, str]:
+        """Send the delivery once: (``delivered``, ``retry`` or ``failed``, the status code, the error)."""
         body = self._body(record)
         secret = self._secret(record.get("key_name", ""))
         if secret is None:
-            self._record(delivery_id, "failed", error="the job's API key was revoked")
-            return
+            return "failed", None, "the job's API key was revoked"
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                   "X-DrumScribe-Event": record["event"], "X-DrumScribe-Delivery": delivery_id,
+                   "X-DrumScribe-Event": record["event"], "X-DrumScribe-Delivery": record["id"],
                    "X-DrumScribe-Signature": signature(body, secret)}
         try:
             status = post(record["url"], body, headers, self.settings.webhook_allow_private)
         except Refused as error:
-            log.warning("webhook %s of job %s refused: %s", delivery_id, record["job"], error)
-            self._record(delivery_id, "failed", error=str(error))
+            log.warning("webhook %s of job %s refused: %s", record["id"], record["job"], error)
+            return "failed", None, str(error)
         except (OSError, urllib3.exceptions.HTTPError) as error:
-            self._record(delivery_id, "retry", error=_reason(error), attempts=int(record["attempts"]))
-        else:
-            if 200 <= status < 300:
-                self._record(delivery_id, "delivered", status)
-            else:
-                self._record(delivery_id, "retry", status, f"answered {status}", int(record["attempts"]))
+            return "retry", None, _reason(error)
+        if 200 <= status < 300:
+            return "delivered", status, ""
+        return "retry", status, f"answered {status}"
 
     def _body(self, record: dict) -> bytes:
         """The delivery's body: made at its first attempt, then the same bytes every time."""

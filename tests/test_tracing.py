@@ -3,6 +3,7 @@ to every worker stage, and a live session's from its opening to its score; expor
 only when an endpoint is set. Spans are read from the SDK's in-memory exporter."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from batch.connection import close, connect
 from batch.jobs import JobStore
 from tests.test_batch_service import submit, wait_for
 from tests.test_live import app_client, collect_until_final, pcm
+from tests.test_webhooks import Receiver
 from web.app import create_app
 
 EXPORTER = InMemorySpanExporter()
@@ -97,6 +99,21 @@ def test_one_job_is_one_trace_from_the_request_through_every_stage(spans, settin
 
     attempt = next(r for r in logged if r.msg.startswith("job %s attempt"))
     assert attempt.trace_id == trace.format_trace_id(job.context.trace_id) and attempt.job_id == job_id
+
+
+def test_each_webhook_attempt_is_a_span_of_the_jobs_trace(spans, settings, beat_wav):
+    hooked = dataclasses.replace(settings, webhook_allow_private=True, webhook_first_retry_seconds=0.1)
+    with Receiver([500]) as receiver, TestClient(create_app(hooked)) as client:
+        job_id = submit(client, beat_wav, webhook_url=receiver.url).json()["id"]
+        receiver.wait(2)
+        queue = span_named(spans, "queue", **{"drumscribe.job_id": job_id})
+        attempts = [span_named(spans, "webhook", **{"drumscribe.job_id": job_id, "drumscribe.attempt": n})
+                    for n in (1, 2)]
+    for attempt in attempts:
+        assert_child(attempt, queue)
+        assert attempt.kind == trace.SpanKind.CLIENT and attempt.attributes["drumscribe.event"] == "job.succeeded"
+    assert [a.attributes["http.response.status_code"] for a in attempts] == [500, 200]
+    assert [a.status.status_code for a in attempts] == [trace.StatusCode.ERROR, trace.StatusCode.UNSET]
 
 
 def test_the_queued_message_carries_the_trace_context(spans, settings):
