@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batch.storage import parse_location
+
 YOUTUBE_HOSTS = ("youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be")
 
 
@@ -34,6 +36,8 @@ class Settings:
     webhook_first_retry_seconds: float = 10.0  # the first retry's delay; it doubles, up to an hour
     webhook_allow_private: bool = False    # webhooks may go to private, loopback, link-local addresses
     webhook_secret: str = field(default="", repr=False)  # signs jobs without an API key; '' = made, kept in Redis
+    storage: str = "local"                 # job files: "local" (data_dir/jobs) or "s3://bucket/prefix"
+    presign_seconds: int = 0               # with a bucket: downloads redirect to URLs valid this long; 0 streams
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -55,6 +59,8 @@ class Settings:
             webhook_first_retry_seconds=float(_env("DRUMSCRIBE_WEBHOOK_FIRST_RETRY_SECONDS", "10")),
             webhook_allow_private=_env("DRUMSCRIBE_WEBHOOK_ALLOW_PRIVATE", "0").strip().lower() in ("1", "true", "yes"),
             webhook_secret=_env("DRUMSCRIBE_WEBHOOK_SECRET", ""),
+            storage=_env("DRUMSCRIBE_STORAGE", "local"),
+            presign_seconds=int(_env("DRUMSCRIBE_S3_PRESIGN_SECONDS", "0")),
         )
 
     def __post_init__(self) -> None:
@@ -62,6 +68,7 @@ class Settings:
             # uploads and live recordings in progress touch their folders every few seconds; with no
             # grace at all the sweep would still take them
             raise ValueError("DRUMSCRIBE_ORPHAN_GRACE_MINUTES must be over 0 (keep it at several minutes)")
+        parse_location(self.storage)  # a misspelt store fails at start, not at the first upload
 
     @property
     def in_process_workers(self) -> int:

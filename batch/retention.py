@@ -1,4 +1,4 @@
-"""Retention: finished jobs and their files expire; folders that no job owns are swept.
+"""Retention: finished jobs and their files expire; folders (or bucket prefixes) that no job owns are swept.
 
 Workers run ``sweep_if_due`` at start and every ``sweep_minutes``; a lock in Redis lets one
 worker of many do each sweep. A job that succeeded, failed or was cancelled more than
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from batch.config import Settings
 from batch.jobs import JobStore
+from batch.storage import Storage, open_storage, spool
 
 log = logging.getLogger("drumscribe.retention")
 SWEEP_LOCK = "drumscribe:sweep"
@@ -33,53 +32,37 @@ class Swept:
         return bool(self.expired or self.orphans)
 
 
-def last_change(path: Path) -> float:
-    """The newest modification time of ``path`` and everything under it."""
-    newest = path.lstat().st_mtime
-    if path.is_dir() and not path.is_symlink():
-        for child in path.rglob("*"):
-            try:
-                newest = max(newest, child.lstat().st_mtime)
-            except FileNotFoundError:
-                pass  # removed while we looked
-    return newest
-
-
-def sweep(store: JobStore, settings: Settings) -> Swept:
-    """Remove expired jobs with their files, then orphaned job folders; returns what went."""
+def sweep(store: JobStore, settings: Settings, storage: Storage | None = None) -> Swept:
+    """Remove expired jobs with their files, then orphaned job folders (in ``storage``, default the
+    one ``settings`` names, and in this machine's spool of live recordings when that is elsewhere);
+    returns what went."""
     now = time.time()
     store.recount()
+    places = list(dict.fromkeys([storage or open_storage(settings), spool(settings)]))
     expired = 0
     if settings.retention_hours > 0:
         before = now - settings.retention_hours * 3600
         for job_id in store.created_before(before):
             if store.expire(job_id, before):
-                shutil.rmtree(settings.jobs_dir / job_id, ignore_errors=True)
+                for place in places:
+                    place.delete(job_id)
                 expired += 1
     orphans = 0
     idle_since = now - settings.orphan_grace_minutes * 60
-    for path in settings.jobs_dir.iterdir() if settings.jobs_dir.is_dir() else ():
-        if not JOB_ID.fullmatch(path.name) or store.exists(path.name):
-            continue
-        try:
-            if last_change(path) >= idle_since:
-                continue
-        except FileNotFoundError:
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        orphans += 1
+    for place in places:
+        for job_id, changed in list(place.listing()):
+            if JOB_ID.fullmatch(job_id) and changed < idle_since and not store.exists(job_id):
+                place.delete(job_id)
+                orphans += 1
     return Swept(expired, orphans)
 
 
-def sweep_if_due(store: JobStore, settings: Settings, who: str) -> Swept | None:
+def sweep_if_due(store: JobStore, settings: Settings, storage: Storage, who: str) -> Swept | None:
     """Sweep unless another worker did within ``sweep_minutes``; None when it was not our turn."""
     lock_ms = max(1, int(settings.sweep_minutes * 60_000))
     if not store.redis.set(SWEEP_LOCK, who, nx=True, px=lock_ms):
         return None
-    swept = sweep(store, settings)
+    swept = sweep(store, settings, storage)
     if swept:
         log.info("retention sweep: %d expired jobs and %d orphaned folders removed", swept.expired, swept.orphans)
     return swept

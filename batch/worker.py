@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
@@ -28,6 +27,7 @@ from batch.retention import sweep_if_due
 from batch.retry import Stopped, delays, with_backoff
 from batch.webhooks import Dispatcher
 from batch.score import FILES as OUTPUT_FILES
+from batch.storage import Storage, open_storage
 from models.audio import AudioError
 from models.detector import Detector
 from models.separation import Separation, SeparationUnavailable
@@ -40,9 +40,10 @@ class Worker:
     """One consumer of the job stream; ``run`` loops until ``stop`` is set."""
 
     def __init__(self, store: JobStore, detector: Detector, settings: Settings, name: str | None = None,
-                 separation: Separation | None = None) -> None:
+                 separation: Separation | None = None, storage: Storage | None = None) -> None:
         self.store, self.detector, self.settings = store, detector, settings
         self.separation = separation
+        self.storage = storage or open_storage(settings)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stop = threading.Event()
 
@@ -83,8 +84,8 @@ class Worker:
     def _sweep(self) -> None:
         """Expire old jobs and orphaned folders; a sweep that fails waits for the next turn."""
         try:
-            sweep_if_due(self.store, self.settings, self.name)
-        except (redis.RedisError, OSError) as error:
+            sweep_if_due(self.store, self.settings, self.storage, self.name)
+        except (redis.RedisError, OSError) as error:  # a failing disk or bucket too
             log.warning("worker %s: retention sweep skipped: %s", self.name, error)
 
     def _redis(self, call: Callable[..., T], *args, stop: threading.Event | None = None) -> T:
@@ -114,14 +115,16 @@ class Worker:
         except JobNotFound:  # deleted, or Redis lost it, since it was claimed
             self._redis(self.store.ack, delivery.entry_id)
             return
-        folder = self.settings.jobs_dir / delivery.job_id
+        source = json.loads(job["source"])
         clock = StageClock(lambda stage, fraction: self._redis(self.store.progress, delivery, stage, fraction),
                            lambda stage, seconds: self._redis(self.store.record_stage, stage, seconds))
         log.info("job %s attempt %d on %s", delivery.job_id, delivery.attempt, self.name)
-        try:
-            with clock:  # ends the span of a stage that raised
-                run_job(self.detector, json.loads(job["source"]), json.loads(job["options"]), folder, clock,
-                        self.settings.max_upload_bytes, self.settings.max_seconds, self.separation)
+        try:  # in a workspace holding the job's input; the outputs are stored before the job succeeds
+            with self.storage.workspace(delivery.job_id, fetch=[source["file"]] if "file" in source else []) as folder:
+                with clock:  # ends the span of a stage that raised
+                    run_job(self.detector, source, json.loads(job["options"]), folder, clock,
+                            self.settings.max_upload_bytes, self.settings.max_seconds, self.separation)
+                self.storage.publish(delivery.job_id, folder, OUTPUT_FILES.values())
         except Cancelled:
             log.info("job %s stopped: cancelled or reclaimed", delivery.job_id)
             self._settle_cancelled(delivery)
@@ -143,9 +146,7 @@ class Worker:
         if record.get("owner") != delivery.owner:
             return  # another worker holds the job now
         if record.get("status") == "cancelled":
-            for name in OUTPUT_FILES.values():
-                (self.settings.jobs_dir / delivery.job_id / name).unlink(missing_ok=True)
-            shutil.rmtree(self.settings.jobs_dir / delivery.job_id / "download", ignore_errors=True)
+            self.storage.discard(delivery.job_id, [*OUTPUT_FILES.values(), "download"])
         self._redis(self.store.ack, delivery.entry_id)
 
     def _keep_alive(self, delivery: Delivery, done: threading.Event) -> None:

@@ -1,4 +1,5 @@
-"""The batch service end to end, against a real (embedded) Redis and real workers."""
+"""The batch service end to end, against a real (embedded) Redis and real workers, with job files
+in local folders and in a bucket of a real S3 API server (moto's, on loopback)."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,21 @@ from music21 import converter
 from starlette.testclient import TestClient
 
 from batch.connection import url_of
+from batch.storage import open_storage, spool
 from web.app import create_app
+
+
+@pytest.fixture(params=["local", "s3"])
+def settings(request, settings):
+    """Every test twice: job files in the data folder, then in a bucket (``DRUMSCRIBE_STORAGE=s3://…``)."""
+    if request.param == "local":
+        return settings
+    return dataclasses.replace(settings, storage=request.getfixturevalue("s3_storage"))
+
+
+def stored(settings) -> set[str]:
+    """Everything in the job store and in the local job folders (a live spool, beside a bucket)."""
+    return {name for place in {open_storage(settings), spool(settings)} for name, _ in place.listing()}
 
 
 def submit(client: TestClient, path: Path, **fields: str):
@@ -93,7 +108,7 @@ def test_bad_uploads_are_refused_and_nothing_is_queued(settings, name, content, 
         assert response.status_code == status, response.text
         assert response.json()["error"]["code"] == code and response.json()["error"]["message"]
         assert queue_is_empty(client) and client.get("/api/v1/jobs").json()["jobs"] == []
-        assert list(settings.jobs_dir.iterdir()) == []
+        assert stored(settings) == set()
 
 
 def test_truncated_wrong_type_too_large_and_too_long(settings, beat_wav):
@@ -111,7 +126,7 @@ def test_truncated_wrong_type_too_large_and_too_long(settings, beat_wav):
         sf.write(short, audio[: rate * 6: 4, 0], rate // 4)  # 6 s at 11 kHz: small, but too long
         response = submit(client, short)
         assert (response.status_code, response.json()["error"]["code"]) == (413, "too_long")
-        assert queue_is_empty(client) and list(small.jobs_dir.iterdir()) == []
+        assert queue_is_empty(client) and stored(small) == set()
 
 
 @pytest.mark.parametrize("url", [
@@ -188,18 +203,21 @@ def test_cancel_queued_and_running_then_delete(settings, beat_wav, long_beat_wav
         assert queue_is_empty(client)
         for job_id in (queued, running):
             assert client.get(f"/api/v1/jobs/{job_id}").json()["status"] == "cancelled"
-        assert not (settings.jobs_dir / running / "score.pdf").exists()
+        storage = client.app.state.storage
+        assert not storage.exists(running, "score.pdf") and storage.exists(running, "input.wav")
 
         done = submit(client, beat_wav).json()["id"]
         assert wait_for(client, done)["status"] == "succeeded"
-        assert (settings.jobs_dir / done / "score.pdf").exists()
+        assert storage.exists(done, "score.pdf")
         assert client.delete(f"/api/v1/jobs/{done}").json() == {"id": done, "deleted": True}
         assert client.get(f"/api/v1/jobs/{done}").status_code == 404
-        assert not (settings.jobs_dir / done).exists()
+        assert done not in stored(settings) and client.get(f"/api/v1/jobs/{done}/download/pdf").status_code == 404
 
 
 def _worker_process(settings, redis_url: str) -> subprocess.Popen:
-    env = {**os.environ, "REDIS_URL": redis_url, "DRUMSCRIBE_DATA": str(settings.data_dir),
+    """A ``drumscribe worker``; beside a bucket it has a data folder of its own, sharing no directory with the API."""
+    data = settings.data_dir if settings.storage == "local" else settings.data_dir.with_name("worker-data")
+    env = {**os.environ, "REDIS_URL": redis_url, "DRUMSCRIBE_DATA": str(data), "DRUMSCRIBE_STORAGE": settings.storage,
            "DRUMSCRIBE_VISIBILITY_TIMEOUT": str(settings.visibility_timeout)}
     return subprocess.Popen([sys.executable, "-m", "web.cli", "worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -229,6 +247,9 @@ def test_worker_killed_mid_job_is_retried_and_completes_exactly_once(settings, l
         assert record["attempts"] == "2" and record["completions"] == "1"
         assert queue_is_empty(client)
         assert client.get(f"/api/v1/jobs/{job_id}/download/pdf").status_code == 200
+    if settings.storage != "local":  # the API and the workers shared nothing but Redis and the bucket
+        for data in (settings.data_dir, settings.data_dir.with_name("worker-data")):
+            assert not [path for path in data.rglob("*") if job_id in str(path)]
 
 
 def test_restart_keeps_finished_jobs(settings, beat_wav):

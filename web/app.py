@@ -23,6 +23,7 @@ from batch.config import Settings
 from batch.connection import close, connect, patient_twin
 from batch.jobs import JobStore
 from batch.score import notation_svg
+from batch.storage import open_storage
 from batch.worker import Worker
 from models.detector import Detector
 from models.separation import Separation, load_separation
@@ -63,18 +64,19 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
         app.state.settings, app.state.store = settings, store
         app.state.quotas = quotas = access.Quotas(client, http_settings)
         renewing = asyncio.get_running_loop().create_task(quotas.sessions.renew_forever())
+        app.state.storage = storage = open_storage(settings)
         app.state.detector = detector or Detector()
         app.state.separation = separation or load_separation()
         if not app.state.separation.available:
             log.info("drum separation unavailable: %s", app.state.separation.reason)
-        workers = [Worker(JobStore(worker_client, settings), app.state.detector, settings, separation=app.state.separation)
-                   for _ in range(settings.in_process_workers)]
+        workers = [Worker(JobStore(worker_client, settings), app.state.detector, settings, separation=app.state.separation,
+                          storage=storage) for _ in range(settings.in_process_workers)]
         threads = [threading.Thread(target=w.run, name=f"worker-{i}", daemon=True) for i, w in enumerate(workers)]
         for thread in threads:
             thread.start()
         app.state.workers = workers
         notation = NotationProcess(notation_svg) if live_settings.notation_every > 0 else None
-        finalizer = SessionFinalizer(store, settings, live_settings.finalize_timeout)
+        finalizer = SessionFinalizer(store, settings, live_settings.finalize_timeout, storage)
         app.state.gateway = Gateway(app.state.detector, live_settings, finalizer,
                                     notation=notation, separator=app.state.separation.separator)
         app.state.rtc = rtc.RtcPeers()

@@ -9,6 +9,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from batch.jobs import JobNotFound
+from batch.storage import StorageError
 
 log = logging.getLogger("drumscribe.api")
 
@@ -51,6 +52,13 @@ async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
                           {"Retry-After": str(REDIS_RETRY_SECONDS)})
 
 
+async def storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The bucket is unreachable or refused us: out for now, not the request's fault."""
+    log.warning("%s %s: storage unavailable: %s", request.method, request.url.path, exc)
+    return error_response(503, "unavailable", "the file store is unavailable; try again shortly",
+                          {"Retry-After": str(REDIS_RETRY_SECONDS)})
+
+
 async def client_gone(request: Request, exc: Exception) -> Response:
     """The client left mid-body (a cancelled upload): worth a line, not a traceback; nobody reads the answer."""
     log.info("%s %s: the client disconnected before its request body was read", request.method, request.url.path)
@@ -68,6 +76,7 @@ HANDLERS = {
     JobNotFound: job_not_found,
     redis.exceptions.ConnectionError: redis_unavailable,
     redis.exceptions.TimeoutError: redis_unavailable,
+    StorageError: storage_unavailable,
     ClientDisconnect: client_gone,
     Exception: internal_error,
 }

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import shutil
 from pathlib import Path
 
 import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from batch.ingest import IngestError, audio_error_status, check_url
@@ -18,6 +18,7 @@ from batch.jobs import FINAL_STATES, JobNotFound, JobStore
 from batch.keys import ApiKey
 from batch.links import LinkRefused
 from batch.score import FILES as OUTPUT_FILES
+from batch.storage import attachment
 from models.audio import AudioError, read_audio
 from web.access import api_key, key_name
 from web.errors import CLOSE, REDIS_RETRY_SECONDS, ApiError
@@ -49,26 +50,30 @@ async def _job(request: Request) -> dict:
 
 
 async def submit(request: Request) -> Response:
-    """Queue a job; on any failure (a refused body, a client gone, Redis down) its folder goes too."""
-    store, settings = _store(request), request.app.state.settings
+    """Queue a job; on any failure (a refused body, a client gone, Redis down) its files go too.
+    An upload is checked in a workspace (the job's folder, or a temporary one beside a bucket)
+    and stored before the job is queued."""
+    store, storage = _store(request), request.app.state.storage
     key, slots = api_key(request), request.app.state.quotas.jobs
     if key is not None and not await run_in_threadpool(slots.has_room, key):
         raise _too_many_jobs(key, CLOSE)  # before the body is read
     job_id = store.new_id()
-    folder = settings.jobs_dir / job_id
-    folder.mkdir(parents=True)
     try:
-        source, options = await _intake(request, folder)
-        await _check_webhook(request, options)
-        if options.get("separate") == "on" and not _separation_possible(request):
-            raise ApiError(422, "separation_unavailable",
-                           f"separate=on, but drum separation is unavailable: {request.app.state.separation.reason}; "
-                           "submit with separate=auto or off")
+        with storage.workspace(job_id) as folder:
+            source, options = await _intake(request, folder)
+            await _check_webhook(request, options)
+            if options.get("separate") == "on" and not _separation_possible(request):
+                raise ApiError(422, "separation_unavailable",
+                               f"separate=on, but drum separation is unavailable: {request.app.state.separation.reason}; "
+                               "submit with separate=auto or off")
+            if source["kind"] == "upload":
+                await run_in_threadpool(storage.publish, job_id, folder, [source["file"]])
         if key is not None and not await run_in_threadpool(slots.take, key, job_id):
             raise _too_many_jobs(key)
         await run_in_threadpool(store.create, source, options, job_id, key.name if key is not None else "")
     except BaseException:
-        await run_in_threadpool(shutil.rmtree, folder, True)
+        with contextlib.suppress(OSError):  # a store that fails now leaves an orphan for the sweep
+            await run_in_threadpool(storage.delete, job_id)
         raise
     return JSONResponse({"id": job_id, "status": "queued"}, status_code=202,
                         headers={"Location": f"/api/v1/jobs/{job_id}"})
@@ -162,38 +167,63 @@ async def events(request: Request) -> Response:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _finished_file(request: Request, job: dict, fmt: str):
+def gone() -> ApiError:
+    return ApiError(410, "gone", "the job's files are gone")
+
+
+def _finished_file(job: dict, fmt: str) -> tuple[str, str]:
+    """The stored name and media type of a succeeded job's output ``fmt``."""
     if fmt not in MEDIA_TYPES:
         raise ApiError(404, "not_found", f"unknown format {fmt!r}; one of {', '.join(MEDIA_TYPES)}")
     if job["status"] != "succeeded":
         raise ApiError(409, "not_ready", f"the job is {job['status']}; results exist once it has succeeded")
-    path = request.app.state.settings.jobs_dir / job["id"] / OUTPUT_FILES[fmt]
-    if not path.exists():
-        raise ApiError(410, "gone", "the job's files are gone")
-    return path, MEDIA_TYPES[fmt]
+    return OUTPUT_FILES[fmt], MEDIA_TYPES[fmt]
+
+
+async def _send(request: Request, job_id: str, name: str, media_type: str, filename: str | None = None) -> Response:
+    """A stored file: served from the local folder, streamed from the bucket, or, for a download
+    with ``DRUMSCRIBE_S3_PRESIGN_SECONDS`` set, a redirect to a presigned URL of the bucket."""
+    storage, presign_seconds = request.app.state.storage, request.app.state.settings.presign_seconds
+    path = storage.path(job_id, name)
+    if path is not None:
+        if not path.exists():
+            raise gone()
+        return FileResponse(path, media_type=media_type, filename=filename)
+    if filename and presign_seconds > 0:
+        if not await run_in_threadpool(storage.exists, job_id, name):
+            raise gone()
+        url = await run_in_threadpool(storage.presign, job_id, name, filename, media_type, presign_seconds)
+        return RedirectResponse(url, status_code=307)
+    try:
+        blob = await run_in_threadpool(storage.open, job_id, name)
+    except FileNotFoundError:
+        raise gone() from None
+    headers = {"Content-Length": str(blob.size)}
+    if filename:
+        headers["Content-Disposition"] = attachment(filename)
+    return StreamingResponse(blob.chunks, media_type=media_type, headers=headers)
 
 
 async def result(request: Request) -> Response:
-    path, media_type = _finished_file(request, await _job(request), "json")
-    return FileResponse(path, media_type=media_type)
+    job = await _job(request)
+    return await _send(request, job["id"], *_finished_file(job, "json"))
 
 
 async def download(request: Request) -> Response:
     job = await _job(request)
-    fmt = request.path_params["fmt"]
-    path, media_type = _finished_file(request, job, fmt)
+    name, media_type = _finished_file(job, request.path_params["fmt"])
     stem = "".join(c if c.isalnum() or c in "-_ " else "_" for c in (job["title"] or "drumscribe"))[:60].strip()
-    return FileResponse(path, media_type=media_type, filename=f"{stem or 'drumscribe'}{path.suffix}")
+    return await _send(request, job["id"], name, media_type, filename=f"{stem or 'drumscribe'}{Path(name).suffix}")
 
 
 async def remove(request: Request) -> Response:
     """Cancel a queued or running job; delete a finished one with its files."""
     job = await _job(request)
-    store, settings = _store(request), request.app.state.settings
+    store = _store(request)
     if job["status"] not in FINAL_STATES:
         return JSONResponse(await run_in_threadpool(store.cancel, job["id"]))
     await run_in_threadpool(store.delete, job["id"])
-    await run_in_threadpool(shutil.rmtree, settings.jobs_dir / job["id"], True)
+    await run_in_threadpool(request.app.state.storage.delete, job["id"])
     return JSONResponse({"id": job["id"], "deleted": True})
 
 

@@ -1,8 +1,9 @@
 """The live gateway's ties to the rest of the app: finalize through the batch queue, notation,
 and ``/api/v1/sessions/{id}``.
 
-A session's recording is written losslessly into a new job's folder as it streams; once the
-session stops (or is abandoned) it is queued like an upload, so a batch worker scores it with
+A session's recording is written losslessly into a new job's folder as it streams (on this
+machine, whatever the storage); once the session stops (or is abandoned) it is stored with the
+job's files and queued like an upload, so a batch worker scores it with
 the same code and model, and the ``final`` message waits for that job. A session that sent
 no audio leaves no folder. One whose job could not be queued keeps its recording: it is
 recorded as a ``failed`` job with the recording as its input, retried in the background
@@ -13,6 +14,7 @@ sweep keeps its folder like any failed job's and ``/api/v1/sessions/{id}`` answe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -25,6 +27,7 @@ from starlette.websockets import WebSocket
 
 from batch.config import Settings
 from batch.jobs import FINAL_STATES, JobNotFound, JobStore
+from batch.storage import Storage, spool
 from stream.gateway import FINALIZE_FAILED
 from stream.pcm import PcmFormat
 from stream.recording import Recording
@@ -46,8 +49,10 @@ def downloads(job_id: str) -> dict[str, str]:
 class SessionFinalizer:
     """Queue a live session's recording as a batch job and wait for its score."""
 
-    def __init__(self, store: JobStore, settings: Settings, timeout: float, poll: float = 0.05) -> None:
+    def __init__(self, store: JobStore, settings: Settings, timeout: float, storage: Storage | None = None,
+                 poll: float = 0.05) -> None:
         self.store, self.settings, self.timeout, self.poll = store, settings, timeout, poll
+        self.storage = storage or spool(settings)
         self._keeping: set[asyncio.Task] = set()
 
     @property
@@ -56,7 +61,8 @@ class SessionFinalizer:
         return self.settings.max_seconds
 
     def recording(self, fmt: PcmFormat) -> Recording:
-        """The session's recording in the folder of the job that will score it."""
+        """The session's recording in the folder of the job that will score it (on this machine; with
+        a bucket, it is stored there when the session ends)."""
         folder = self.settings.jobs_dir / self.store.new_id()
         folder.mkdir(parents=True)
         try:
@@ -77,6 +83,9 @@ class SessionFinalizer:
         # A separated session's score is made from its recording separated again, whole-file windows.
         options = {"separate": "on" if session.separate else "off", "title": title}
         try:
+            await run_in_threadpool(self.storage.publish, job_id, recording.folder, [name])
+            with contextlib.suppress(OSError):  # the spool's folder, empty once its recording went to a bucket
+                recording.folder.rmdir()
             await self._queue(source, options, job_id, session.id, session.owner)
         except Exception:
             self._keep_later(source, options, job_id, session.id, session.owner)
