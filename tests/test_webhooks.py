@@ -165,6 +165,17 @@ def test_webhook_urls_are_checked_at_submission(settings, beat_wav, url, code):
         assert client.get("/api/v1/jobs").json()["jobs"] == []
 
 
+def test_a_link_job_takes_a_webhook_url_under_the_same_rules(settings):
+    with TestClient(create_app(settings)) as client:
+        link = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+        for webhook_url, code in (("http://10.0.0.8/hook", "webhook_not_allowed"),
+                                  ("javascript:alert(1)", "invalid_request")):
+            response = client.post("/api/v1/jobs", json={"url": link, "webhook_url": webhook_url})
+            assert response.status_code == 400 and response.json()["error"]["code"] == code, response.text
+            assert "webhook_url" in response.json()["error"]["message"]
+        assert client.get("/api/v1/jobs").json()["jobs"] == []
+
+
 def run_dispatcher(store: JobStore, settings, job_id: str, until) -> dict:
     """A dispatcher of ``settings`` until the job's delivery passes ``until``; the delivery."""
     stop = threading.Event()
