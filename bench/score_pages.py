@@ -3,7 +3,8 @@ and as MuseScore 3 lays out the same MusicXML, to look for collisions by eye.
 
 Writes ``OUT/<track>-verovio-<page>.png`` and ``OUT/<track>-musescore-<page>.png`` at 80 dpi
 (``pdftoppm``; MuseScore pages only where ``mscore3`` is installed), and prints each score's
-tempo, metre, feel and bar count.
+tempo, metre, feel and bar count, and how far the performance MIDI's notes, read through
+its tempo map, fall from the hits' times (counted from the score's first downbeat).
 Usage: ``python bench/score_pages.py [--data ../shared/data/mdb-dev] [--out docs/scores] [TRACK ...]``.
 """
 from __future__ import annotations
@@ -15,9 +16,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import mido
+
 from batch.score import make_score, write_outputs
+from batch.score.quantize import EARLY
 from models.audio import read_audio, resample
+from models.beats import Grid
 from models.detector import Detector
+from models.midi import lead_in
+from models.peaks import Hit
 
 TRACKS = ("Beatles", "Britpop", "Country1", "Punk", "Reggae", "Rockabilly", "Shadows")
 DPI = 80
@@ -34,6 +41,20 @@ def pages(pdf: Path, out: Path, prefix: str) -> list[Path]:
 def musescore_pdf(musicxml: Path, pdf: Path) -> None:
     subprocess.run(["mscore3", "-o", str(pdf), str(musicxml)], check=True, capture_output=True, timeout=300,
                    env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+
+
+def midi_error(midi: Path, hits: list[Hit], grid: Grid) -> float:
+    """The largest gap in seconds between a note's time in the MIDI file and its hit's; the
+    file starts on the score's first downbeat or whole bars before it (``models.midi.lead_in``)."""
+    first_period = (grid.pulse_times[1] - grid.pulse_times[0]) / float(grid.pulse_ql)
+    offset = grid.offset_s - lead_in(grid, hits, EARLY) * first_period
+    now, onsets = 0.0, []
+    for message in mido.MidiFile(midi):
+        now += message.time
+        if message.type == "note_on":
+            onsets.append(now)
+    recorded = sorted(max(0.0, hit.t - offset) for hit in hits)
+    return max((abs(a - b) for a, b in zip(sorted(onsets), recorded)), default=0.0)
 
 
 def main() -> None:
@@ -55,8 +76,9 @@ def main() -> None:
                 musescore_pdf(paths["musicxml"], Path(temp) / track / "musescore.pdf")
                 drawn += pages(Path(temp) / track / "musescore.pdf", args.out, f"{track}-musescore")
             grid = score.grid
+            error = midi_error(paths["midi"], hits, grid)
             print(f"{track}: {grid.bpm} bpm {grid.time_signature} {score.feel}, {len(score.bars)} bars, "
-                  f"{len(drawn)} page images")
+                  f"{len(drawn)} page images, MIDI within {1000 * error:.2f} ms of the hits")
 
 
 if __name__ == "__main__":
