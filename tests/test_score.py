@@ -425,26 +425,28 @@ def test_real_triplets_get_one_bracket_per_beat_on_the_stem_side(shuffled):
     assert sorted(placements) == [("1", "above", "yes"), ("1", "above", "yes"), ("2", "below", "yes")]
 
 
-def test_ghost_notes_and_flams(tmp_path):
+def test_ghost_notes_flams_and_drags(tmp_path):
     hits = groove(bars=4)
-    snare = next(h for h in hits if h.instrument == "snare" and h.t > 3.0)
-    hits += [hit(snare.t - 0.035, "snare", 0.5),  # a flam's grace stroke
-             hit(snare.t + 0.3, "snare", 0.2)]  # a ghost note an eighth later
+    flammed, dragged = [h for h in hits if h.instrument == "snare" and h.t > 3.0][:2]
+    hits += [hit(flammed.t - 0.035, "snare", 0.5),  # a flam's grace stroke
+             hit(flammed.t + 0.3, "snare", 0.2),  # a ghost note an eighth later
+             hit(dragged.t - 0.07, "snare", 0.45), hit(dragged.t - 0.035, "snare", 0.4)]  # a drag's two
     hits.sort(key=lambda h: h.t)
     score = make_score(hits, hits[-1].t + 0.5)
     notes = [n for bar in score.bars for n in bar.notes if n.instrument.startswith("snare")]
-    assert [n.grace for n in notes if n.grace is not None] == [0.5]
+    assert [n.graces for n in notes if n.graces] == [(0.5,), (0.45, 0.4)]
     assert [n.instrument for n in notes].count("snare_ghost") == 1
     paths = write_outputs(score, hits, tmp_path, {})
     root = ET.fromstring(paths["musicxml"].read_bytes())
     graces = [n for n in root.iter("note") if n.find("grace") is not None]
-    assert len(graces) == 1 and graces[0].find("grace").get("slash") == "yes"
-    assert graces[0].find("instrument").get("id") == f"P1-I{GM_NOTE['snare'] + 1}"
+    assert [(n.find("grace").get("slash"), n.findtext("type"), n.findtext("beam")) for n in graces] == [
+        ("yes", "eighth", None), ("no", "16th", "begin"), ("no", "16th", "end")]
+    assert {n.find("instrument").get("id") for n in graces} == {f"P1-I{GM_NOTE['snare'] + 1}"}
     ghosts = [n for n in root.iter("note") if n.find("notehead") is not None
               and n.find("notehead").get("parentheses") == "yes"]
     assert len(ghosts) == 1
     snares = [t for t, m in _timed(mido.MidiFile(paths["midi_quantized"])) if m.type == "note_on" and m.note == 38]
-    assert len(snares) == len(notes) + 1  # the grace note sounds too
+    assert len(snares) == len(notes) + 3  # the grace notes sound too
 
 
 @pytest.mark.skipif(shutil.which("mscore3") is None, reason="MuseScore 3 is not installed")

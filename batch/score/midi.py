@@ -17,7 +17,7 @@ from models.midi import DrumNote, drum_midi, lead_in, tempo_map
 from models.peaks import Hit
 
 WRITTEN_LENGTH = 1 / 8  # quarters a written note sounds (drums ring on regardless)
-GRACE_BEFORE = 1 / 16  # quarters a flam's grace note sounds before its main note
+GRACE_BEFORE = 1 / 16  # quarters between a flam's or drag's grace notes and their main note
 SWUNG_EIGHTH = (Fraction(1, 2), Fraction(2, 3))  # where a swung score's off-beat eighth is played
 
 
@@ -29,7 +29,7 @@ def performance_midi(grid: Grid, hits: list[Hit]) -> mido.MidiFile:
 
 def written_midi(grid: Grid, bars: list[Bar], feel: str, hits: list[Hit]) -> mido.MidiFile:
     """The notes where the score writes them (a swung score's eighths played long-short,
-    flams with their grace note), in the same bars and tempo as ``performance_midi``."""
+    flams and drags with their grace notes), in the same bars and tempo as ``performance_midi``."""
     start = lead_in(grid, hits, EARLY)
     notes = []
     for bar in bars:
@@ -40,6 +40,7 @@ def written_midi(grid: Grid, bars: list[Bar], feel: str, hits: list[Hit]) -> mid
             at = start + float(bar.index * grid.bar_ql + position)
             gm = KIT[n.instrument].gm
             notes.append(DrumNote(at, at + WRITTEN_LENGTH, gm, n.velocity))
-            if n.grace is not None:
-                notes.append(DrumNote(at - GRACE_BEFORE, at, gm, n.grace))
+            for k, velocity in enumerate(n.graces):
+                before = at - (len(n.graces) - k) * GRACE_BEFORE
+                notes.append(DrumNote(before, before + GRACE_BEFORE, gm, velocity))
     return drum_midi(notes, tempo_map(grid, start), (grid.beats_per_bar, grid.beat_unit))

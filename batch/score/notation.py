@@ -143,14 +143,21 @@ def _bracket_triplets(written: list[note.GeneralNote], beat: Fraction, placement
 
 
 def _graces(notes: list[Note], voice: int) -> list[note.Unpitched]:
-    """The grace notes of the flams among one position's notes."""
+    """The grace notes of the flams and drags among one position's notes: a flam's one
+    slashed eighth, a drag's beamed sixteenths."""
     graces = []
     for n in notes:
-        if n.grace is not None:
+        strokes = []
+        for _ in n.graces:
             grace = _head(KIT[n.instrument]).getGrace(appoggiatura=False)
-            grace.duration.type = "eighth"
+            grace.duration.type = "eighth" if len(n.graces) == 1 else "16th"
+            grace.duration.slash = len(n.graces) == 1
             grace.stemDirection = "up" if voice == HANDS else "down"
-            graces.append(grace)
+            strokes.append(grace)
+        if len(strokes) > 1:
+            for k, grace in enumerate(strokes):
+                grace.beams.fill("16th", "start" if k == 0 else "stop" if k == len(strokes) - 1 else "continue")
+        graces += strokes
     return graces
 
 

@@ -8,8 +8,8 @@ triplet beat without its middle note is a pair of swung eighths: its last third 
 written halfway through the beat.
 
 Two more things are read from the hits, not their positions: a snare far softer than the
-recording's usual snare is a ghost note, and two strokes on one snare or tom closer than a
-flam's spread are one note with a grace note before it.
+recording's usual snare is a ghost note, and strokes on one snare or tom closer than a flam's
+spread are one note with grace notes before it (one for a flam, two for a drag).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Note:
     position: Fraction  # quarter notes from the bar's downbeat
     instrument: str  # a kit drum (family-only hits become that family's usual drum)
     velocity: float
-    grace: float | None = None  # a flam: the velocity of the grace note before it
+    graces: tuple[float, ...] = ()  # a flam's or drag's grace notes before it: their velocities
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def quantize(hits: list[Hit], grid: Grid, until: float | None = None, swung: boo
             bar = int(written // grid.bar_ql)
             if bar < 0:
                 continue
-            note = Note(bar, written - bar * grid.bar_ql, drum.instrument, hit.velocity, graces.get(id(hit)))
+            note = Note(bar, written - bar * grid.bar_ql, drum.instrument, hit.velocity, graces.get(id(hit), ()))
             key = (bar, note.position, drum.line)
             if key not in kept or kept[key].velocity < note.velocity:
                 kept[key] = note
@@ -87,17 +87,17 @@ def quantize(hits: list[Hit], grid: Grid, until: float | None = None, swung: boo
             for i in range(count)]
 
 
-def _flams(hits: list[Hit]) -> tuple[list[Hit], dict[int, float]]:
-    """The hits less each flam's grace stroke, and the grace velocity by id of its main hit."""
-    graces: dict[int, float] = {}
+def _flams(hits: list[Hit]) -> tuple[list[Hit], dict[int, tuple[float, ...]]]:
+    """The hits less the grace strokes of flams and drags, and the grace velocities by id
+    of their main hit (a stroke close after another takes over its graces)."""
+    graces: dict[int, tuple[float, ...]] = {}
     dropped: set[int] = set()
     last_on: dict[tuple, Hit] = {}
     for hit in hits:
         line = drum_of(hit.instrument, hit.family).line
         before = last_on.get(line)
-        if hit.family in FLAMMED and before is not None and id(before) not in dropped \
-                and hit.t - before.t < FLAM_SECONDS:
-            graces[id(hit)] = before.velocity
+        if hit.family in FLAMMED and before is not None and hit.t - before.t < FLAM_SECONDS:
+            graces[id(hit)] = graces.pop(id(before), ()) + (before.velocity,)
             dropped.add(id(before))
         last_on[line] = hit
     return [hit for hit in hits if id(hit) not in dropped], graces
