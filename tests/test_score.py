@@ -451,7 +451,7 @@ def test_ghost_notes_flams_and_drags(tmp_path):
 
 @pytest.mark.skipif(shutil.which("mscore3") is None, reason="MuseScore 3 is not installed")
 def test_musescore_reads_a_drumset_with_the_tempo_above(written, tmp_path):
-    _, _, paths, _ = written
+    hits, _, paths, _ = written
     converted = tmp_path / "score.mscx"
     subprocess.run(["mscore3", "-o", str(converted), str(paths["musicxml"])], check=True, timeout=120,
                    env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, capture_output=True)
@@ -462,3 +462,6 @@ def test_musescore_reads_a_drumset_with_the_tempo_above(written, tmp_path):
     assert {int(d.get("pitch")) for d in instrument.findall("Drum")} == set(GM_NOTE.values())
     tempo = ET.parse(converted).getroot().find(".//Tempo")
     assert tempo is not None and tempo.findtext("placement") != "below"
+    # every note sounds its own drum
+    pitches = Counter(int(n.findtext("pitch")) for n in ET.parse(converted).getroot().iter("Note"))
+    assert pitches == Counter(GM_NOTE[h.instrument] for h in hits)
