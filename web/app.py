@@ -30,7 +30,7 @@ from models.separation import Separation, load_separation
 from stream.config import LiveSettings
 from stream.gateway import Gateway
 from stream.notation import NotationProcess
-from web import access, http_tracing, jobs_api, live, preview, rtc
+from web import access, http_tracing, jobs_api, live, preview, recordings, rtc
 from web.live import SessionFinalizer
 from web.errors import HANDLERS
 from web.guard import Guard
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
             close(client)
 
     routes = [
-        Mount("/api/v1", routes=[*jobs_api.routes, *preview.routes, *live.routes, *rtc.routes,
+        Mount("/api/v1", routes=[*jobs_api.routes, *preview.routes, *recordings.routes, *live.routes, *rtc.routes,
                                *access.routes, Route("/health", health)]),
         Route("/metrics", metrics),
         Route("/", index),

@@ -209,10 +209,17 @@ async def result(request: Request) -> Response:
     return await _send(request, job["id"], *_finished_file(job, "json"))
 
 
+def file_stem(title: str) -> str:
+    """A download's file name from the job's title: letters, digits, ``-_ .()`` and spaces kept,
+    a time's colons as dots (``17.05.43``), anything else ``_``; no leading dot (a hidden file)."""
+    kept = "".join(c if c.isalnum() or c in "-_ .()" else "." if c == ":" else "_" for c in title)
+    return kept[:60].strip().lstrip(".")
+
+
 async def download(request: Request) -> Response:
     job = await _job(request)
     name, media_type = _finished_file(job, request.path_params["fmt"])
-    stem = "".join(c if c.isalnum() or c in "-_ " else "_" for c in (job["title"] or "drumscribe"))[:60].strip()
+    stem = file_stem(job["title"] or "drumscribe")
     return await _send(request, job["id"], name, media_type, filename=f"{stem or 'drumscribe'}{Path(name).suffix}")
 
 

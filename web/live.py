@@ -46,6 +46,12 @@ def downloads(job_id: str) -> dict[str, str]:
     return {fmt: f"/api/v1/jobs/{job_id}/download/{fmt}" for fmt in SCORE_FORMATS}
 
 
+def session_title(started: float, session_id: str) -> str:
+    """The score's title: when the session started, to the second, and the start of its id, so
+    two sessions of the same minute (or second) get different titles and file names."""
+    return time.strftime(f"Live session %Y-%m-%d %H:%M:%S ({session_id[:6]})", time.localtime(started))
+
+
 class SessionFinalizer:
     """Queue a live session's recording as a batch job and wait for its score."""
 
@@ -78,7 +84,7 @@ class SessionFinalizer:
             await run_in_threadpool(recording.discard)
             return {"job_id": None, "status": "empty", "downloads": {}}
         job_id, name = recording.folder.name, recording.name
-        title = time.strftime("Live session %Y-%m-%d %H:%M", time.localtime(time.time() - session.seconds))
+        title = session_title(time.time() - session.seconds, session.id)
         source = {"kind": "upload", "file": name, "name": title, "session_id": session.id}
         # A separated session's score is made from its recording separated again, whole-file windows.
         options = {"separate": "on" if session.separate else "off", "title": title}

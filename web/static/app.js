@@ -1,6 +1,8 @@
 // DrumScribe's page: a live view (WebRTC, falling back to a WebSocket + AudioWorklet) and a
 // batch view (upload or YouTube link, progress over server-sent events, downloads).
-// Plain ES module, no build step.
+// Plain ES module, no build step. A finished score opens in the viewer (score-view.js).
+
+import { openScore, score } from './score-view.js';
 
 const API = '/api/v1';
 const FAMILIES = ['kick', 'snare', 'hihat', 'tom', 'cymbal'];
@@ -36,6 +38,22 @@ const JOB_ERRORS = {
   invalid_request: 'Paste a YouTube link or choose a file.',
   network: 'We could not reach the server. Check your connection and try again.',
 };
+
+// What a live session's error codes mean to someone playing (the server's message is for developers).
+const LIVE_ERRORS = {
+  busy: 'Too many people are playing right now. Try again in a minute.',
+  too_long: 'That was a long session! We stopped recording and are writing the score.',
+  too_slow: 'Your audio reached us too slowly, so the session stopped. Check your connection (or close other apps using it) and press Start again.',
+  idle: 'We heard nothing from your microphone for a while, so the session stopped. Press Start to play again.',
+  invalid_start: 'This page and the server disagree about the audio format. Reload the page and press Start again.',
+  recording_failed: 'The server could not save your recording (it may be out of space), so the session stopped. Please try again later.',
+  finalize_failed: 'The server could not start writing your score. What you played is kept; it will be listed under Recent once the server is back.',
+  too_big: 'The browser sent more audio at once than the server accepts. Reload the page and try again.',
+  internal: 'Something went wrong on the server and the session stopped. Press Start to try again.',
+};
+
+// The tempo mark's SMuFL note glyphs in verovio's SVG, as the Unicode notes any text font has.
+const SMUFL_NOTES = { '\ueca5': '♩', '\ueca7': '♪', '\uecb7': '.' };
 
 const STAGES = {
   queued: 'Waiting in line…',
@@ -73,11 +91,11 @@ const live = {
   result: $('#live-result'),
 };
 
-// What tests and curious people can read: window.drumscribe.live
+// What tests and curious people can read: window.drumscribe.live (and .score, the viewer's)
 const state = {
-  transport: null, sessionId: null, hits: 0, latencies: [], final: null, t0: null, error: null,
+  transport: null, sessionId: null, hits: 0, latencies: [], final: null, t0: null, error: null, notationTempo: null,
 };
-window.drumscribe = { live: state };
+window.drumscribe = { live: state, score };
 
 let session = null; // the running session's resources
 
@@ -87,7 +105,9 @@ function say(text, kind = 'info') {
 }
 
 function resetLive() {
-  Object.assign(state, { transport: null, sessionId: null, hits: 0, latencies: [], final: null, t0: null, error: null });
+  Object.assign(state, {
+    transport: null, sessionId: null, hits: 0, latencies: [], final: null, t0: null, error: null, notationTempo: null,
+  });
   live.hitCount.textContent = '0';
   live.tempo.textContent = '–';
   live.latency.textContent = '–';
@@ -105,8 +125,36 @@ function median(values) {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
+// The tempo mark the notation shows ("♩ = 111"), so the Tempo box says the same; null if none.
+// String work, not DOMParser: parsing the SVG's <style> in this page would break its CSP.
+function notationTempo(svg) {
+  const mark = /class="tempo">([\s\S]*?)<\/g>/.exec(svg);
+  if (!mark) return null;
+  const text = [...mark[1].replace(/<[^>]*>/g, '')].map((c) => SMUFL_NOTES[c] ?? c).join('').replace(/\s+/g, ' ').trim();
+  return /=\s*\d/.test(text) ? text : null;
+}
+
+// Room left of the staff: verovio fits the picture to its own text widths, so the part's
+// name ("Drumset") is cut off wherever the browser's serif font is wider than its estimate.
+const LABEL_ROOM_PX = 40;
+
+function withLabelRoom(svg) {
+  const size = /^\s*<svg\b[^>]*?\swidth="([\d.]+)px" height="([\d.]+)px"/.exec(svg);
+  if (!size) return svg;
+  const [, width, height] = size;
+  return svg
+    .replace(`width="${width}px"`, `width="${Number(width) + LABEL_ROOM_PX}px"`)
+    .replace('<svg class="definition-scale"',
+      `<svg x="${LABEL_ROOM_PX}" width="${width}" height="${height}" class="definition-scale"`);
+}
+
 function showNotation(svg) {
-  const url = URL.createObjectURL(new Blob([svg], { type: 'image/svg+xml' }));
+  const tempo = notationTempo(svg);
+  if (tempo) {
+    state.notationTempo = tempo;
+    live.tempo.textContent = tempo;
+  }
+  const url = URL.createObjectURL(new Blob([withLabelRoom(svg)], { type: 'image/svg+xml' }));
   const old = live.notation.src;
   live.notation.src = url;
   if (old.startsWith('blob:')) URL.revokeObjectURL(old);
@@ -123,7 +171,7 @@ function flash(family) {
   lane.classList.add('lit');
 }
 
-function showDownloads(container, downloads, jobId) {
+function showDownloads(container, downloads) {
   for (const fmt of FORMATS) {
     const link = $(`a[data-format="${fmt}"]`, container);
     if (downloads && downloads[fmt]) {
@@ -133,14 +181,6 @@ function showDownloads(container, downloads, jobId) {
       link.removeAttribute('href');
       link.parentElement.hidden = true;
     }
-  }
-  const score = $('img.score', container);
-  if (jobId) {
-    score.src = `${API}/jobs/${jobId}/preview/1`;
-    score.hidden = false;
-  } else {
-    score.removeAttribute('src');
-    score.hidden = true;
   }
   container.hidden = false;
 }
@@ -166,8 +206,8 @@ function onMessage(message, arrived) {
         live.latency.dataset.ms = String(median(state.latencies));
       }
       break;
-    case 'tempo':
-      live.tempo.textContent = `${Math.round(message.bpm)} bpm`;
+    case 'tempo': // until the notation's tempo mark is there: then the box shows what it shows
+      if (!state.notationTempo) live.tempo.textContent = `♩ = ${Math.round(message.bpm)}`;
       break;
     case 'notation':
       showNotation(message.svg);
@@ -178,9 +218,7 @@ function onMessage(message, arrived) {
       break;
     case 'error':
       state.error = message;
-      say(message.code === 'busy' ? 'Too many people are playing right now. Try again in a minute.'
-        : message.code === 'too_long' ? 'That was a long session! We stopped recording and are writing the score.'
-          : `The session stopped: ${message.message}`, 'error');
+      say(LIVE_ERRORS[message.code] || `The session stopped: ${message.message}`, 'error');
       if (message.code !== 'too_long') endLive(false);
       break;
     default:
@@ -192,7 +230,8 @@ function finishLive(final) {
   live.hitCount.textContent = String(state.hits);
   if (final.status === 'succeeded') {
     say(`Done — ${final.hits_total} hits. Your score is below.`, 'success');
-    showDownloads(live.result, final.downloads, final.job_id);
+    showDownloads(live.result, final.downloads);
+    openScore(final.job_id);
   } else if (final.status === 'empty') {
     say('We did not hear anything. Check the input level and try again.', 'error');
   } else {
@@ -200,6 +239,7 @@ function finishLive(final) {
   }
   live.section.dataset.state = 'done';
   endLive(true);
+  loadRecent();
 }
 
 function endLive(done) {
@@ -240,6 +280,7 @@ async function dropped() {
   }
   say(`The connection dropped. Your score will be listed under Recent (session ${id}).`, 'error');
   live.section.dataset.state = 'idle';
+  loadRecent();
 }
 
 function meter(context, stream) {
@@ -486,7 +527,8 @@ function showJob(job) {
     batch.progress.value = 1;
     jobStatus('Done — your score is ready.', 'succeeded');
     const downloads = Object.fromEntries(FORMATS.map((fmt) => [fmt, `${API}/jobs/${job.id}/download/${fmt}`]));
-    showDownloads(batch.result, downloads, job.id);
+    showDownloads(batch.result, downloads);
+    openScore(job.id);
   } else if (job.status === 'failed') {
     batch.progress.value = 0;
     jobStatus(jobErrorText(job.error), 'failed');
@@ -582,6 +624,13 @@ async function loadRecent() {
     if (job.status === 'succeeded') {
       const links = document.createElement('span');
       links.className = 'recent-links';
+      const open = document.createElement('button');
+      open.type = 'button';
+      open.className = 'link';
+      open.textContent = 'Open';
+      open.setAttribute('aria-label', `Open the score of ${title.textContent}`);
+      open.addEventListener('click', () => openScore(job.id));
+      links.append(open);
       for (const fmt of FORMATS) {
         const a = document.createElement('a');
         a.href = `${API}/jobs/${job.id}/download/${fmt}`;
