@@ -29,12 +29,25 @@ if TYPE_CHECKING:
 CHUNK = 256 * 1024  # bytes per read when a stored file streams out
 
 
+ByteRange = tuple[int, int | None]  # first and last byte (None: to the end), as HTTP's Range names them
+
+
+class RangeNotSatisfiable(ValueError):
+    """A byte range that starts at or past the end of the file."""
+
+
 @dataclass(frozen=True)
 class Blob:
-    """A stored file opened for reading: its size and its bytes, in chunks, as they arrive."""
+    """A stored file, or the byte range of it that was asked for, opened for reading."""
 
-    size: int
-    chunks: Iterator[bytes]
+    size: int                # the bytes ``chunks`` yields
+    total: int               # the whole file's size
+    first: int               # where they start in the file
+    chunks: Iterator[bytes]  # as they arrive
+
+    @property
+    def content_range(self) -> str:
+        return f"bytes {self.first}-{self.first + self.size - 1}/{self.total}"
 
 
 class Storage(Protocol):
@@ -52,8 +65,9 @@ class Storage(Protocol):
 
     def write(self, job_id: str, name: str, data: bytes) -> None: ...
 
-    def open(self, job_id: str, name: str) -> Blob:
-        """A file to stream out; ``FileNotFoundError`` when it is not stored."""
+    def open(self, job_id: str, name: str, byte_range: ByteRange | None = None) -> Blob:
+        """A file (or a byte range of it) to stream out; ``FileNotFoundError`` when it is not stored,
+        ``RangeNotSatisfiable`` when the range starts past its end."""
 
     def path(self, job_id: str, name: str) -> Path | None:
         """The file on this machine, when the store is a local folder (served as a plain file)."""
@@ -117,15 +131,24 @@ class LocalStorage:
         partial.write_bytes(data)
         partial.replace(target)  # whole or not at all, for a reader at the same moment
 
-    def open(self, job_id: str, name: str) -> Blob:
+    def open(self, job_id: str, name: str, byte_range: ByteRange | None = None) -> Blob:
         file = (self.folder(job_id) / name).open("rb")
+        total = os.fstat(file.fileno()).st_size
+        first, last = byte_range or (0, None)
+        if byte_range is not None and first >= total:
+            file.close()
+            raise RangeNotSatisfiable(f"{first} of {total} bytes")
+        size = (total if last is None else min(last + 1, total)) - first
+        file.seek(first)
 
         def chunks() -> Iterator[bytes]:
             with file:
-                while chunk := file.read(CHUNK):
+                left = size
+                while left > 0 and (chunk := file.read(min(CHUNK, left))):
+                    left -= len(chunk)
                     yield chunk
 
-        return Blob(os.fstat(file.fileno()).st_size, chunks())
+        return Blob(size, total, first, chunks())
 
     def path(self, job_id: str, name: str) -> Path | None:
         return self.folder(job_id) / name
@@ -187,7 +210,7 @@ class S3Storage:
         try:
             yield
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):  # not NoSuchBucket
+            if _code(error) in ("404", "NoSuchKey", "NotFound"):  # not NoSuchBucket
                 raise FileNotFoundError(f"s3://{self.bucket}/{key}") from error
             raise StorageError(f"s3://{self.bucket}/{key}: {error}") from error
         except BotoCoreError as error:
@@ -223,16 +246,28 @@ class S3Storage:
         with self._errors(key := self.key(job_id, name)):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
 
-    def open(self, job_id: str, name: str) -> Blob:
-        with self._errors(key := self.key(job_id, name)):
-            reply = self.client.get_object(Bucket=self.bucket, Key=key)
-        body = reply["Body"]
+    def open(self, job_id: str, name: str, byte_range: ByteRange | None = None) -> Blob:
+        key = self.key(job_id, name)
+        request = {"Bucket": self.bucket, "Key": key}
+        if byte_range is not None:
+            first, last = byte_range
+            request["Range"] = f"bytes={first}-{'' if last is None else last}"
+        try:
+            with self._errors(key):
+                reply = self.client.get_object(**request)
+        except StorageError as error:
+            if _code(error.__cause__) == "InvalidRange":
+                raise RangeNotSatisfiable(request["Range"]) from error
+            raise
+        body, size = reply["Body"], int(reply["ContentLength"])
+        whole = reply.get("ContentRange")  # "bytes first-last/total" when a range was asked
+        first, total = (int(whole.split()[1].split("-")[0]), int(whole.rsplit("/", 1)[1])) if whole else (0, size)
 
         def chunks() -> Iterator[bytes]:
             with contextlib.closing(body), self._errors(key):
                 yield from body.iter_chunks(CHUNK)
 
-        return Blob(int(reply["ContentLength"]), chunks())
+        return Blob(size, total, first, chunks())
 
     def path(self, job_id: str, name: str) -> Path | None:
         return None
@@ -268,6 +303,11 @@ class S3Storage:
         if keys:
             with self._errors(keys[0]):
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+
+
+def _code(error: BaseException | None) -> str | None:
+    """The S3 error code of a botocore ``ClientError`` (``NoSuchKey``, ``InvalidRange``, …)."""
+    return getattr(error, "response", {}).get("Error", {}).get("Code")
 
 
 def attachment(filename: str) -> str:

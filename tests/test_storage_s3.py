@@ -21,7 +21,7 @@ from batch.connection import close, connect, url_of
 from batch.jobs import JobStore
 from batch.retention import sweep
 from batch.score import FILES as OUTPUT_FILES
-from batch.storage import S3Storage, parse_location
+from batch.storage import LocalStorage, RangeNotSatisfiable, S3Storage, parse_location
 from batch.worker import Worker
 from tests.test_batch_service import submit, wait_for
 from web.app import create_app
@@ -72,6 +72,11 @@ def test_api_and_worker_share_nothing_but_redis_and_the_bucket(bucket_settings, 
         result = client.get(f"/api/v1/jobs/{job_id}/result")  # streamed from the bucket
         assert result.status_code == 200 and int(result.headers["content-length"]) == len(result.content)
         assert len(result.json()["hits"]) > 40
+        part = client.get(f"/api/v1/jobs/{job_id}/result", headers={"Range": "bytes=10-19"})  # as players seek
+        assert part.status_code == 206 and part.content == result.content[10:20]
+        assert part.headers["content-range"] == f"bytes 10-19/{len(result.content)}"
+        beyond = client.get(f"/api/v1/jobs/{job_id}/result", headers={"Range": f"bytes={len(result.content)}-"})
+        assert beyond.status_code == 416 and beyond.json()["error"]["code"] == "range_not_satisfiable"
         download = client.get(f"/api/v1/jobs/{job_id}/download/musicxml", follow_redirects=False)
         assert download.status_code == 307 and download.headers["location"].startswith(client.app.state.storage.client.meta.endpoint_url)
         direct = httpx.get(download.headers["location"])  # the bucket itself answers the presigned URL
@@ -153,6 +158,31 @@ class socket_closed_port:
 
     def __exit__(self, *exc) -> None:
         self.sock.close()
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_files_and_byte_ranges_read_alike_from_a_folder_and_a_bucket(kind, tmp_path, request):
+    storage = LocalStorage(tmp_path) if kind == "local" else S3Storage(*parse_location(request.getfixturevalue("s3_storage")))
+    data = bytes(range(256)) * 4000  # 1 MB: several chunks
+    job_id = "f" * 32
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "input.bin").write_bytes(data)
+    storage.publish(job_id, tmp_path / "work", ["input.bin"])
+    assert not (tmp_path / "work" / "input.bin").exists() and storage.exists(job_id, "input.bin")
+    assert storage.read(job_id, "input.bin") == data
+    for byte_range, expected in [((0, None), data), ((5, 9), data[5:10]), ((len(data) - 3, None), data[-3:]),
+                                 ((1000, 10**9), data[1000:])]:
+        blob = storage.open(job_id, "input.bin", byte_range)
+        assert b"".join(blob.chunks) == expected and blob.size == len(expected) and blob.total == len(data)
+        assert blob.content_range == f"bytes {byte_range[0]}-{byte_range[0] + len(expected) - 1}/{len(data)}"
+    with pytest.raises(RangeNotSatisfiable):
+        storage.open(job_id, "input.bin", (len(data), None))
+    with pytest.raises(FileNotFoundError):
+        storage.open(job_id, "missing")
+    with storage.workspace(job_id, fetch=["input.bin"]) as folder:
+        assert (folder / "input.bin").read_bytes() == data
+    storage.discard(job_id, ["input.bin"])
+    assert not storage.exists(job_id, "input.bin")
 
 
 @pytest.mark.parametrize("location", ["s3://", "s3:/bucket", "gs://bucket/x", "bucket"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from pathlib import Path
 
 import redis
@@ -18,13 +19,14 @@ from batch.jobs import FINAL_STATES, JobNotFound, JobStore
 from batch.keys import ApiKey
 from batch.links import LinkRefused
 from batch.score import FILES as OUTPUT_FILES
-from batch.storage import attachment
+from batch.storage import ByteRange, RangeNotSatisfiable, attachment
 from models.audio import AudioError, read_audio
 from web.access import api_key, key_name
 from web.errors import CLOSE, REDIS_RETRY_SECONDS, ApiError
 from web.quotas import retry_after
 from web.uploads import read_link, read_upload
 
+BYTE_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 MEDIA_TYPES = {
     "musicxml": "application/vnd.recordare.musicxml+xml",
     "pdf": "application/pdf",
@@ -180,9 +182,19 @@ def _finished_file(job: dict, fmt: str) -> tuple[str, str]:
     return OUTPUT_FILES[fmt], MEDIA_TYPES[fmt]
 
 
+def _byte_range(request: Request) -> ByteRange | None:
+    """The one byte range a request asks for (``bytes=first-`` or ``bytes=first-last``, as media
+    players seek); None for the whole file, which is also the answer to ranges of other forms."""
+    match = BYTE_RANGE.fullmatch(request.headers.get("range", "").strip())
+    if match is None or (match[2] and int(match[2]) < int(match[1])):
+        return None
+    return int(match[1]), int(match[2]) if match[2] else None
+
+
 async def _send(request: Request, job_id: str, name: str, media_type: str, filename: str | None = None) -> Response:
-    """A stored file: served from the local folder, streamed from the bucket, or, for a download
-    with ``DRUMSCRIBE_S3_PRESIGN_SECONDS`` set, a redirect to a presigned URL of the bucket."""
+    """A stored file: served from the local folder, streamed from the bucket (a byte range of it
+    too), or, for a download with ``DRUMSCRIBE_S3_PRESIGN_SECONDS`` set, a redirect to a presigned
+    URL of the bucket."""
     storage, presign_seconds = request.app.state.storage, request.app.state.settings.presign_seconds
     path = storage.path(job_id, name)
     if path is not None:
@@ -194,14 +206,20 @@ async def _send(request: Request, job_id: str, name: str, media_type: str, filen
             raise gone()
         url = await run_in_threadpool(storage.presign, job_id, name, filename, media_type, presign_seconds)
         return RedirectResponse(url, status_code=307)
+    byte_range = _byte_range(request)
     try:
-        blob = await run_in_threadpool(storage.open, job_id, name)
+        blob = await run_in_threadpool(storage.open, job_id, name, byte_range)
     except FileNotFoundError:
         raise gone() from None
-    headers = {"Content-Length": str(blob.size)}
+    except RangeNotSatisfiable:
+        raise ApiError(416, "range_not_satisfiable", "the byte range starts past the end of the file") from None
+    headers = {"Content-Length": str(blob.size), "Accept-Ranges": "bytes"}
+    if byte_range is not None:
+        headers["Content-Range"] = blob.content_range
     if filename:
         headers["Content-Disposition"] = attachment(filename)
-    return StreamingResponse(blob.chunks, media_type=media_type, headers=headers)
+    return StreamingResponse(blob.chunks, status_code=206 if byte_range else 200, media_type=media_type,
+                             headers=headers)
 
 
 async def result(request: Request) -> Response:
