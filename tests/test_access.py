@@ -49,6 +49,15 @@ def cli(settings, *args: str, env: dict | None = None) -> subprocess.CompletedPr
     return subprocess.run([*DRUMSCRIBE, *args], capture_output=True, text=True, timeout=60, env=environment)
 
 
+def succeeded(client: TestClient, job_id: str, key: str) -> None:
+    """Wait for the key's job to end; it must have succeeded."""
+    deadline = time.monotonic() + 60
+    while (job := client.get(f"/api/v1/jobs/{job_id}", headers=bearer(key)).json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    assert job["status"] == "succeeded", job
+
+
 @pytest.fixture
 def short_wav(tmp_path) -> Path:
     """Two seconds of clicks: a job that ends quickly."""
@@ -86,10 +95,7 @@ def test_another_keys_job_and_session_are_not_found(settings, short_wav):
         a, b = new_key(client, "a"), new_key(client, "b")
         with short_wav.open("rb") as f:
             job_id = client.post("/api/v1/jobs", headers=bearer(a), files={"file": ("s.wav", f, "audio/wav")}).json()["id"]
-        deadline = time.monotonic() + 60
-        while client.get(f"/api/v1/jobs/{job_id}", headers=bearer(a)).json()["status"] != "succeeded":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        succeeded(client, job_id, a)
         store = client.app.state.store
         assert store.get(job_id)[keys.KEY_FIELD] == "a"
         for path in ["", "/result", "/events", "/download/pdf", "/download/json", "/preview/1"]:
@@ -127,10 +133,7 @@ def test_a_finished_job_frees_its_slot_and_a_slot_without_a_job_expires(settings
     with TestClient(create_app(settings, http_settings=KEYS_ON)) as client:
         key = new_key(client, "one", max_jobs=1)
         job = client.post("/api/v1/jobs", headers=bearer(key), files={"file": ("a.wav", short_wav.read_bytes())})
-        deadline = time.monotonic() + 60
-        while client.get(f"/api/v1/jobs/{job.json()['id']}", headers=bearer(key)).json()["status"] != "succeeded":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        succeeded(client, job.json()["id"], key)
         # the worker ended it: nobody released the slot, the next admission recounts it
         assert client.post("/api/v1/jobs", headers=bearer(key),
                            files={"file": ("b.wav", short_wav.read_bytes())}).status_code == 202
@@ -158,10 +161,7 @@ def test_a_job_held_by_a_dead_worker_frees_its_slot_when_another_worker_finishes
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()  # reclaims the job after the visibility timeout and finishes it
         try:
-            deadline = time.monotonic() + 60
-            while client.get(f"/api/v1/jobs/{job_id}", headers=bearer(key)).json()["status"] != "succeeded":
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            succeeded(client, job_id, key)
             assert client.post("/api/v1/jobs", headers=bearer(key),
                                files={"file": ("c.wav", short_wav.read_bytes())}).status_code == 202
         finally:
@@ -288,8 +288,8 @@ def test_live_sessions_authenticate_by_start_message_or_header_within_the_keys_l
             assert httpx.get(mine, headers=bearer(other)).status_code == 404
             first.send(json.dumps({"type": "stop"}))
             assert collect_until_final(Frames(first))[1][-1]["status"] == "empty"
-        with ws_connect(url, additional_headers=bearer(key)) as again:  # the slot was given back
-            again.send(json.dumps(START))
+        with ws_connect(url, additional_headers={"Cookie": f"drumscribe_key={key}"}) as again:  # the page's way
+            again.send(json.dumps(START))  # the slot was given back
             assert json.loads(again.recv(timeout=10))["type"] == "ready"
 
 
@@ -377,6 +377,7 @@ def test_the_page_asks_for_a_key_and_uses_it_for_uploads_downloads_and_live(sett
         assert len(jobs) == 1 and server.app.state.store.get(jobs[0]["id"])[keys.KEY_FIELD] == "page"
         page.get_by_test_id("live-start").click()  # WebRTC: the offer carries the key's cookie
         page.wait_for_selector("#live[data-state=running]", timeout=20_000)
+        assert page.locator("#live").get_attribute("data-transport") == "webrtc"
         page.wait_for_timeout(2000)
         page.get_by_test_id("live-stop").click()
         page.wait_for_selector("#live[data-state=done]", timeout=60_000)
