@@ -20,7 +20,6 @@ address draw on a token bucket in Redis (``quotas.AddressBuckets``); past it, 42
 from __future__ import annotations
 
 import json
-import logging
 
 import redis
 from starlette.concurrency import run_in_threadpool
@@ -37,8 +36,6 @@ from stream.gateway import POLICY, ProtocolError
 from web.errors import CLOSE, REDIS_RETRY_SECONDS, ApiError
 from web.http_settings import HttpSettings
 from web.quotas import AddressBuckets, JobSlots, Lease, SessionLeases, retry_after
-
-log = logging.getLogger("drumscribe.access")
 
 API = "/api/v1/"
 OPEN_PATHS = ("/api/v1/config", "/api/v1/health", "/api/v1/stream")
