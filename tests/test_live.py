@@ -244,6 +244,7 @@ def test_disconnect_without_stop_still_finalizes(settings, beat_wav):
         session = wait_for_session(client, session_id)
         assert session["status"] == "succeeded"
         assert client.get(session["downloads"]["pdf"]).content.startswith(b"%PDF")
+        assert client.get(session["downloads"]["midi_quantized"]).content.startswith(b"MThd")
         assert client.app.state.gateway.sessions == {}
 
 

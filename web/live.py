@@ -35,7 +35,7 @@ from stream.session import LiveSession
 from web.access import key_name, live_admission
 from web.errors import ApiError
 
-SCORE_FORMATS = ("musicxml", "pdf", "midi")
+SCORE_FORMATS = ("musicxml", "pdf", "midi", "midi_quantized")
 QUEUE_RETRY_FIRST, QUEUE_RETRY_MAX = 0.5, 5.0  # seconds between tries to queue through a Redis outage
 KEEP_RETRY_MAX = 60.0  # the longest pause between tries to record a session that could not be queued
 
