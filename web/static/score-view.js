@@ -132,7 +132,13 @@ function say(text, kind = 'info') {
   view.status.dataset.kind = kind;
 }
 
-export async function openScore(jobId, { scroll = true } = {}) {
+function failed(mine, error) {
+  if (mine !== opened) return;
+  say(`The score could not be shown: ${error.message}`, 'error');
+  view.section.dataset.state = 'error';
+}
+
+export async function openScore(jobId) {
   const mine = ++opened;
   view.audio.pause();
   view.audio.removeAttribute('src');
@@ -149,14 +155,14 @@ export async function openScore(jobId, { scroll = true } = {}) {
   });
   showDownloads(jobId);
   say('Loading the score…');
-  if (scroll) view.section.scrollIntoView({ block: 'start' });
+  view.section.scrollIntoView({ block: 'start' });
   let found;
   try {
     const response = await fetch(`${API}/jobs/${jobId}/preview?layout=${layout}`);
     found = await response.json();
     if (!response.ok) throw new Error(found.error ? found.error.message : `status ${response.status}`);
   } catch (error) {
-    if (mine === opened) { say(`The score could not be shown: ${error.message}`, 'error'); view.section.dataset.state = 'error'; }
+    failed(mine, error);
     return;
   }
   if (mine !== opened) return;
@@ -175,7 +181,7 @@ export async function openScore(jobId, { scroll = true } = {}) {
       view.pages.append(pageElement(text, i + 1, found.pages));
     }
   } catch (error) {
-    if (mine === opened) { say(`The score could not be shown: ${error.message}`, 'error'); view.section.dataset.state = 'error'; }
+    failed(mine, error);
     return;
   }
   cursor = document.createElement('div');
@@ -187,7 +193,6 @@ export async function openScore(jobId, { scroll = true } = {}) {
     view.player.hidden = false;
     say(found.pages > 1 ? `${found.pages} pages. Press Play to hear it with the notes.` : 'Press Play to hear it with the notes.');
   } else {
-    view.audio.removeAttribute('src');
     say('The recording of this job is not kept, so it cannot be played here.');
   }
   view.section.dataset.pages = String(found.pages);
@@ -270,14 +275,20 @@ function keepInView(system) {
 
 // --- playing --------------------------------------------------------------------------
 
+// The index of the bar the score numbers ``number`` (a pickup bar is numbered 0); past the
+// ends, the first or last bar.
+function barIndex(number) {
+  const found = score.bars.findIndex((bar) => Number(bar.n) === number);
+  if (found >= 0) return found;
+  return number < Number(score.bars[0].n) ? 0 : score.bars.length - 1;
+}
+
 function loopRange() {
   if (!view.loop.checked || !score.bars.length) return null;
-  const count = score.bars.length;
-  const from = Math.min(Math.max(1, Number(view.loopFrom.value) || 1), count);
-  const to = Math.min(Math.max(from, Number(view.loopTo.value) || from), count);
-  const start = score.bars[from - 1].t;
-  const end = to < count ? score.bars[to].t : score.end;
-  return { from, to, start: Math.max(0, start), end };
+  const first = barIndex(Number(view.loopFrom.value));
+  const last = Math.max(first, barIndex(Number(view.loopTo.value)));
+  const end = last + 1 < score.bars.length ? score.bars[last + 1].t : score.end;
+  return { from: score.bars[first].n, to: score.bars[last].n, start: Math.max(0, score.bars[first].t), end };
 }
 
 function keepInLoop() {
@@ -305,15 +316,19 @@ function tick() {
 }
 
 function setupLoopInputs() {
-  const count = Math.max(1, score.bars.length);
-  for (const input of [view.loopFrom, view.loopTo]) input.max = String(count);
-  view.loopFrom.value = '1';
-  view.loopTo.value = String(Math.min(count, 4));
+  const numbers = score.bars.map((bar) => Number(bar.n));
+  for (const input of [view.loopFrom, view.loopTo]) {
+    input.min = String(Math.min(...numbers, 1));
+    input.max = String(Math.max(...numbers, 1));
+  }
+  view.loopFrom.value = String(numbers[0] ?? 1);
+  view.loopTo.value = String(numbers[Math.min(numbers.length, 4) - 1] ?? 1);
   view.loop.checked = false;
 }
 
 function currentBarNumber() {
-  return Math.max(1, indexAt(score.bars, view.audio.currentTime) + 1);
+  const bar = score.bars[Math.max(0, indexAt(score.bars, view.audio.currentTime))];
+  return bar ? Number(bar.n) : 1;
 }
 
 view.play.addEventListener('click', () => {
@@ -366,7 +381,7 @@ view.loopA.addEventListener('click', () => {
   if (Number(view.loopTo.value) < Number(view.loopFrom.value)) view.loopTo.value = view.loopFrom.value;
 });
 view.loopB.addEventListener('click', () => {
-  view.loopTo.value = String(Math.max(currentBarNumber(), Number(view.loopFrom.value) || 1));
+  view.loopTo.value = String(Math.max(currentBarNumber(), Number(view.loopFrom.value)));
   view.loop.checked = true;
   follow();
 });
