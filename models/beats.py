@@ -24,6 +24,7 @@ from models.tempo import estimate_bpm
 from models.vocab import FAMILIES
 
 DEFAULT_BPM = 120.0
+EARLY = 1 / 8  # quarters: a hit this much before a beat is that beat's (half a sixteenth)
 # How much a hit pulls the grid: kick and snare carry the time, hi-hats less so; kicks
 # win over snares when they alternate half a pulse apart (the pulse is then a half note).
 FAMILY_WEIGHT = {"kick": 1.0, "snare": 0.8, "cymbal": 0.7, "tom": 0.5, "hihat": 0.3}

@@ -4,21 +4,19 @@ Notes are placed in quarter notes, not seconds: a score's bar lines are then the
 file's bar lines, and a tempo map that follows the drummer makes those quarters sound at
 the recording's times. ``performance_midi`` does that for hits on a tracked beat grid: the
 file starts on the grid's first downbeat, or a whole bar earlier for every bar a hit comes
-before the first bar (a hit only ``early`` quarters early, which a score writes on its
+before the first bar (a hit only ``EARLY`` quarters early, which a score writes on its
 downbeat, sounds at the file's start), and has one tempo per tracked pulse, the piecewise-linear
 mapping ``Grid.quarters`` uses, so every hit sounds at its recorded time to a tick.
-``hits_to_midi`` is the simple case: one tempo, times in seconds from t = 0.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from math import ceil
-from pathlib import Path
 
 import mido
 import numpy as np
 
-from models.beats import Grid
+from models.beats import EARLY, Grid
 from models.peaks import Hit
 from models.vocab import GM_NOTE
 
@@ -65,22 +63,22 @@ def drum_midi(notes: list[DrumNote], tempos: list[tuple[float, float]],
     return midi
 
 
-def performance_midi(grid: Grid, hits: list[Hit], early: float = 0.0) -> mido.MidiFile:
+def performance_midi(grid: Grid, hits: list[Hit]) -> mido.MidiFile:
     """Every hit at its recorded time, on the grid's bar lines and tempo map (instruments
     with a General MIDI note: map family-only hits to a drum first)."""
-    start = lead_in(grid, hits, early)
+    start = lead_in(grid, hits)
     times = [hit.t for hit in hits]
     on, off = grid.quarters(times) + start, grid.quarters([t + NOTE_SECONDS for t in times]) + start
     notes = [DrumNote(a, b, GM_NOTE[hit.instrument], hit.velocity) for a, b, hit in zip(on.tolist(), off.tolist(), hits)]
     return drum_midi(notes, tempo_map(grid, start), (grid.beats_per_bar, grid.beat_unit))
 
 
-def lead_in(grid: Grid, hits: list[Hit], early: float = 0.0) -> float:
+def lead_in(grid: Grid, hits: list[Hit]) -> float:
     """Quarter notes from the file's start to the grid's first downbeat: whole bars, as
-    many as hits more than ``early`` quarters before the first bar need."""
+    many as hits more than ``EARLY`` quarters before the first bar need."""
     if not hits:
         return 0.0
-    before = -float(grid.quarters(min(hit.t for hit in hits))) - early
+    before = -float(grid.quarters(min(hit.t for hit in hits))) - EARLY
     return float(grid.bar_ql) * max(0, ceil(before / float(grid.bar_ql)))
 
 
@@ -91,18 +89,6 @@ def tempo_map(grid: Grid, start: float) -> list[tuple[float, float]]:
     quarters = start + np.arange(len(per_minute)) * float(grid.pulse_ql)
     quarters[0] = 0.0
     return list(zip(quarters.tolist(), per_minute.tolist()))
-
-
-def hits_to_midi(hits: list[Hit], bpm: float = 120.0) -> mido.MidiFile:
-    """The hits at one tempo from t = 0: their times in seconds are exact."""
-    per_second = bpm / 60.0
-    notes = [DrumNote(hit.t * per_second, (hit.t + NOTE_SECONDS) * per_second, GM_NOTE[hit.instrument], hit.velocity)
-             for hit in hits]
-    return drum_midi(notes, [(0.0, bpm)])
-
-
-def write_midi(hits: list[Hit], path: Path, bpm: float = 120.0) -> None:
-    hits_to_midi(hits, bpm).save(path)
 
 
 def _tick(quarters: float) -> int:

@@ -41,6 +41,9 @@ def test_transcribe_writes_json_and_midi(beat_file, tmp_path):
     assert sum(result["summary"].values()) == len(result["hits"]) > 0
     notes = [m for m in mido.MidiFile(out_mid) if m.type == "note_on" and m.velocity > 0]
     assert len(notes) == len(result["hits"]) and all(m.channel == 9 for m in notes)
+    meta = [m for m in mido.MidiFile(out_mid).tracks[0] if m.is_meta]  # the score's metre and tempo map
+    assert [(m.numerator, m.denominator) for m in meta if m.type == "time_signature"] == [(4, 4)]
+    assert [m for m in meta if m.type == "set_tempo"]
 
 
 def test_eval_against_reference_in_mdb_format(beat_file, tmp_path):

@@ -1,7 +1,8 @@
 import mido
 import pytest
 
-from models.midi import DRUM_CHANNEL, DrumNote, drum_midi, hits_to_midi
+from models.beats import default_grid
+from models.midi import DRUM_CHANNEL, DrumNote, drum_midi, performance_midi
 from models.peaks import Hit
 from models.tempo import estimate_bpm
 from models.vocab import GM_NOTE
@@ -15,7 +16,7 @@ def hit(t: float, instrument: str, velocity: float = 0.8) -> Hit:
 def test_midi_has_gm_notes_on_channel_10_with_times_and_velocities(tmp_path):
     hits = [hit(0.5, "kick", 1.0), hit(1.0, "snare_rim", 0.5), hit(1.25, "hihat_open", 0.01)]
     path = tmp_path / "out.mid"
-    hits_to_midi(hits, bpm=96).save(path)
+    performance_midi(default_grid(0.0, 96.0), hits).save(path)
     now, seen = 0.0, []
     for message in mido.MidiFile(path):
         now += message.time

@@ -45,9 +45,9 @@ def _transcribe(args: argparse.Namespace) -> int:
         if out.suffix.lower() == ".json":
             out.write_text(json.dumps(result, indent=1) + "\n")
         else:
-            from models.midi import write_midi
+            from models.midi import performance_midi
 
-            write_midi(hits, out, bpm)
+            performance_midi(grid, hits).save(out)  # the score's bar lines and tempo map
     if not outputs:
         json.dump(result, sys.stdout, indent=1)
         sys.stdout.write("\n")

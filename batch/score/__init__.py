@@ -16,11 +16,11 @@ from pathlib import Path
 
 import mido
 
-from models.beats import Grid, estimate_grid
+from models.beats import EARLY, Grid, estimate_grid
 from batch.score.feel import STRAIGHT, detect_feel
 from batch.score.midi import performance_midi, written_midi
 from batch.score.notation import build_score
-from batch.score.quantize import EARLY, Bar, quantize
+from batch.score.quantize import Bar, quantize
 from batch.score.render import musicxml_bytes, pdf_bytes, svg_pages, system_svg
 from batch.score.timeline import beat_times
 from models.peaks import Hit

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from math import floor
 
-from batch.score.quantize import EARLY
-from models.beats import Grid
+from models.beats import EARLY, Grid
 from models.peaks import Hit
 
 STRAIGHT, SWING, SHUFFLE = "straight", "swing", "shuffle"

@@ -10,7 +10,7 @@ import mido
 
 from batch.score.feel import STRAIGHT
 from batch.score.kit import KIT, drum_of
-from batch.score.quantize import EARLY, Bar
+from batch.score.quantize import Bar
 from models import midi
 from models.beats import Grid
 from models.midi import DrumNote, drum_midi, lead_in, tempo_map
@@ -24,13 +24,13 @@ SWUNG_EIGHTH = (Fraction(1, 2), Fraction(2, 3))  # where a swung score's off-bea
 def performance_midi(grid: Grid, hits: list[Hit]) -> mido.MidiFile:
     """The hits as played; a family-only hit sounds as the drum the score writes for it."""
     kit_hits = [dataclasses.replace(hit, instrument=drum_of(hit.instrument, hit.family).instrument) for hit in hits]
-    return midi.performance_midi(grid, kit_hits, EARLY)
+    return midi.performance_midi(grid, kit_hits)
 
 
 def written_midi(grid: Grid, bars: list[Bar], feel: str, hits: list[Hit]) -> mido.MidiFile:
     """The notes where the score writes them (a swung score's eighths played long-short,
     flams and drags with their grace notes), in the same bars and tempo as ``performance_midi``."""
-    start = lead_in(grid, hits, EARLY)
+    start = lead_in(grid, hits)
     notes = []
     for bar in bars:
         for n in bar.notes:

@@ -20,11 +20,10 @@ from math import floor
 from statistics import median
 
 from batch.score.kit import drum_of
-from models.beats import Grid
+from models.beats import EARLY, Grid
 from models.peaks import Hit
 
 CLEARLY = 0.5  # the other grid must have at most half the timing error to win
-EARLY = 1 / 8  # quarters: a hit this much before a beat is that beat's (half a sixteenth)
 GHOST_SHARE = 0.45  # a snare below this share of the recording's median snare velocity is a ghost
 FLAM_SECONDS = 0.045  # two strokes on one drum this close are a flam (MDB's are 30-40 ms apart)
 FLAMMED = ("snare", "tom")
