@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 from starlette.testclient import TestClient
 
-from models.synthetic import rock_beat
+from models.synthetic import hihat, kick, place, rock_beat, snare
 from web.app import create_app
 from web.jobs_api import file_stem
 from web.live import session_title
@@ -100,6 +100,36 @@ def test_preview_has_every_page_and_times_its_notes_by_the_recording(settings, f
     assert details["feel"] == result["feel"] == "straight"
     assert details["title"] == "Forty bars" and details["duration"] == pytest.approx(97.5, abs=0.01)
     assert "hits" not in details
+
+
+def slowing_beat(bars: int, start_bpm: float, end_bpm: float, rate: int) -> tuple[np.ndarray, list[float]]:
+    """The rock beat of ``rock_beat`` played by a drummer who glides from one tempo to another:
+    its audio and the times of its hits."""
+    beats = 0.5 + np.concatenate([[0.0], np.cumsum(60 / np.linspace(start_bpm, end_bpm, bars * 4))])
+    placed = []
+    for bar in range(bars):
+        on = beats[4 * bar: 4 * bar + 5]
+        offs = (on[:-1] + on[1:]) / 2
+        placed += [(t, hihat(rate), 0.3) for t in [*on[:4], *offs]]
+        placed += [(t, kick(rate), 0.8) for t in (on[0], on[2], offs[2])]
+        placed += [(t, snare(rate), 0.6) for t in (on[1], on[3])]
+    return place(placed, beats[-1] + 1.0, rate), sorted({round(t, 4) for t, _, _ in placed})
+
+
+def test_notes_keep_time_with_a_drummer_who_slows_down(settings, tmp_path):
+    audio, truth = slowing_beat(bars=32, start_bpm=104, end_bpm=90, rate=22050)
+    path = tmp_path / "slowing.wav"
+    sf.write(path, audio, 22050)
+    with TestClient(create_app(settings)) as client:
+        view = client.get(f"/api/v1/jobs/{scored(client, path)}/preview").json()
+    times, truth = np.array([note["t"] for note in view["notes"]]), np.array(truth)
+    assert len(times) >= 0.9 * len(truth)
+    assert np.max(np.min(np.abs(times[:, None] - truth[None, :]), axis=1)) < 0.03
+    # One tempo (the score's metronome mark, which verovio's own milliseconds follow) would put
+    # the bars far off by the end.
+    bars = np.array([bar["t"] for bar in view["bars"]])
+    steady = bars[0] + np.arange(len(bars)) * 4 * 60 / view["details"]["bpm"]
+    assert np.max(np.abs(steady - bars)) > 0.5
 
 
 def test_result_has_the_beats_and_downbeats_of_the_score(settings, beat_wav):
