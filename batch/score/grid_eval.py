@@ -10,7 +10,7 @@ measure the beat tracker alone.
 
 ``python -m batch.score.grid_eval groove ../shared/data/groove-midi [--split test]`` feeds
 each Groove MIDI performance's own notes to the tracker and counts tempos within 4 % and
-time signatures that match the annotation.
+time signatures that match the annotation, and scores beats and downbeats against the click.
 """
 from __future__ import annotations
 
@@ -215,10 +215,13 @@ def evaluate_mdb(folder: Path, source: str, detector=None) -> None:
 
 
 def evaluate_groove(folder: Path, split: str) -> None:
+    """Tempo, metre, and beat and downbeat F-measure against the click each performance was
+    played to (bar one at time zero, as the dataset was recorded)."""
     from models.train.grooves import list_performances, read_events
 
     splits = set(split.split(","))
     tempo, metre, both, total = collections.Counter(), 0, 0, 0
+    beat_f, downbeat_f = [], []
     for performance in list_performances(folder):
         if performance.split not in splits or "_beat_" not in performance.midi_path.name:
             continue
@@ -226,7 +229,8 @@ def evaluate_groove(folder: Path, split: str) -> None:
         if not events or events[-1].time < MIN_SECONDS:
             continue
         hits = [Hit(e.time, e.instrument, FAMILY_OF[e.instrument], e.velocity, 1.0) for e in events]
-        grid = estimate_grid(hits)
+        duration = events[-1].time
+        grid = estimate_grid(hits, duration)
         outcome = tempo_outcome(grid.bpm, performance.bpm)
         signature = performance.midi_path.stem.rsplit("_", 1)[-1].replace("-", "/")  # "..._beat_4-4"
         metre_right = grid.time_signature == signature
@@ -234,8 +238,15 @@ def evaluate_groove(folder: Path, split: str) -> None:
         metre += metre_right
         both += outcome == "right" and metre_right
         total += 1
+        if signature.endswith("/4"):
+            clicks = np.arange(0.0, duration + 1e-9, 60.0 / performance.bpm)
+            beats, downbeats = grid_beats(grid, duration)
+            beat_f.append(f_measure(beats, clicks))
+            downbeat_f.append(f_measure(downbeats, clicks[:: performance.beats_per_bar]))
     print(f"{total} performances ({split}); tempo: " + ", ".join(f"{k} {v}" for k, v in tempo.most_common()))
-    print(f"tempo right {tempo['right'] / total:.1%}, metre right {metre / total:.1%}, both {both / total:.1%}")
+    print(f"tempo right {tempo['right'] / total:.1%}, metre right {metre / total:.1%}, both {both / total:.1%}; "
+          f"x/4 performances: mean beat F {np.mean(beat_f):.3f}, mean downbeat F {np.mean(downbeat_f):.3f}, "
+          f"downbeat right (F >= {DOWNBEAT_RIGHT}) {np.mean(np.array(downbeat_f) >= DOWNBEAT_RIGHT):.1%}")
 
 
 def main() -> None:
