@@ -455,3 +455,12 @@ def test_live_error_codes_have_clear_words(page, strict_server):
     status = page.locator("#live-status")
     assert status.text_content().startswith("Your audio reached us too slowly")
     assert status.get_attribute("data-kind") == "error"
+    # What it heard before it stopped is scored all the same, and the page shows it when it is there.
+    page.wait_for_selector("#live[data-state=done]", timeout=60_000)
+    session_id = page.locator("#live").get_attribute("data-session-id")
+    with httpx.Client(base_url=strict_server.http) as http:
+        found = http.get(f"/api/v1/sessions/{session_id}").json()
+    assert found["status"] == "succeeded", found
+    score_ready(page, found["job_id"])
+    wait_until(page, f"[...document.querySelectorAll('#recent .recent-title')].some(e => e.textContent === "
+                     f"{found['job']['title']!r})", 10_000)

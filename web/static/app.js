@@ -216,11 +216,16 @@ function onMessage(message, arrived) {
       state.final = message;
       finishLive(message);
       break;
-    case 'error':
+    case 'error': {
       state.error = message;
-      say(LIVE_ERRORS[message.code] || `The session stopped: ${message.message}`, 'error');
-      if (message.code !== 'too_long') endLive(false);
+      const text = LIVE_ERRORS[message.code] || `The session stopped: ${message.message}`;
+      say(text, 'error');
+      if (message.code === 'too_long') break; // the server goes on to the score and `final`
+      endLive(false);
+      // The server scores what it heard whatever ended the session: show it when it is there.
+      if (state.sessionId && state.hits > 0) awaitScore(`${text} What you played so far is being scored…`);
       break;
+    }
     default:
       break;
   }
@@ -261,12 +266,17 @@ function endLive(done) {
 // so follow the session by its id until the score is there.
 async function dropped() {
   endLive(false);
-  const id = state.sessionId;
-  if (!id) {
+  if (!state.sessionId) {
     say('The connection to the server dropped. Press Start to try again.', 'error');
     return;
   }
-  say('The connection dropped. What you played so far is being scored…', 'error');
+  awaitScore('The connection dropped. What you played so far is being scored…');
+}
+
+// Follow an ended session by its id until its score is there (or two minutes have passed).
+async function awaitScore(text) {
+  const id = state.sessionId;
+  say(text, 'error');
   live.section.dataset.state = 'finishing';
   for (let attempt = 0; attempt < 120; attempt += 1) {
     await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -278,7 +288,7 @@ async function dropped() {
       return;
     }
   }
-  say(`The connection dropped. Your score will be listed under Recent (session ${id}).`, 'error');
+  say(`Your score will be listed under Recent when it is ready (session ${id}).`, 'error');
   live.section.dataset.state = 'idle';
   loadRecent();
 }
