@@ -5,8 +5,8 @@ number of pages, the time in the recording at which each bar starts and each cho
 the ids of its notes in the pages), and the job's details (tempo, metre, feel, separation, model).
 ``GET /api/v1/jobs/{id}/preview/{page}`` is page ``page`` (from 1) as SVG, with the same
 engraving as the PDF, each page cut to its music (a short score is not a mostly blank A4).
-``?layout=narrow`` (both) lays the music out on pages half as wide, for a phone: two bars a
-line at twice the size, where an A4 page at a phone's width is too small to read.
+``?layout=narrow`` (both) lays the music out on pages half as wide, for a phone: a bar or two
+a line at twice the size, where an A4 page at a phone's width is too small to read.
 
 Pages and timemap come from one verovio rendering with a fixed id seed, so the note ids the
 timemap names are those in the pages; both are stored with the job's files. Score time (quarter

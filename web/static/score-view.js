@@ -4,7 +4,7 @@
 
 const API = '/api/v1';
 const ZOOMS = [0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3];
-// Narrower than this, the viewer asks for pages half as wide as A4 (two bars a line): an A4
+// Narrower than this, the viewer asks for pages half as wide as A4 (a bar or two a line): an A4
 // page at a phone's width is too small to read.
 const NARROW_PX = 640;
 const FORMATS = ['musicxml', 'pdf', 'midi', 'midi_quantized'];
