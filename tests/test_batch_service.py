@@ -90,6 +90,7 @@ def test_upload_progress_result_and_every_download(settings, beat_wav):
         assert sum(1 for m in midi if m.type == "note_on" and m.velocity > 0 and m.channel == 9) == len(hits)
         written = client.get(f"/api/v1/jobs/{job_id}/download/midi_quantized")
         assert written.headers["content-type"] == "audio/midi"
+        assert "Rock%20beat%20%28quantized%29.mid" in written.headers["content-disposition"]
         assert 0.9 * len(hits) <= sum(1 for m in mido.MidiFile(file=io.BytesIO(written.content)) if m.type == "note_on")
         assert client.get(f"/api/v1/jobs/{job_id}/download/json").json() == result
         assert client.get(f"/api/v1/jobs/{job_id}/download/docx").status_code == 404

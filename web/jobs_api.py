@@ -16,8 +16,8 @@ from starlette.routing import Route
 from batch.ingest import IngestError, audio_error_status, check_url
 from batch import webhooks
 from batch.jobs import FINAL_STATES, JobNotFound, JobStore
-from batch.keys import ApiKey
 from batch.links import LinkRefused
+from batch.keys import ApiKey
 from batch.score import FILES as OUTPUT_FILES
 from batch.storage import ByteRange, RangeNotSatisfiable, attachment
 from models.audio import AudioError, read_audio
@@ -237,8 +237,9 @@ def file_stem(title: str) -> str:
 async def download(request: Request) -> Response:
     job = await _job(request)
     name, media_type = _finished_file(job, request.path_params["fmt"])
-    stem = file_stem(job["title"] or "drumscribe")
-    return await _send(request, job["id"], name, media_type, filename=f"{stem or 'drumscribe'}{Path(name).suffix}")
+    stem = file_stem(job["title"] or "drumscribe") or "drumscribe"
+    variant = " (quantized)" if request.path_params["fmt"] == "midi_quantized" else ""  # beside the performance MIDI
+    return await _send(request, job["id"], name, media_type, filename=f"{stem}{variant}{Path(name).suffix}")
 
 
 async def remove(request: Request) -> Response:
