@@ -2,8 +2,8 @@
 
 The recording is the job's input as it was stored: an upload (``input.*``), a live session's
 ``recording.flac`` or ``.wav``, or, for a link fetched on this machine, the downloaded file
-(a bucket keeps no downloads). Served as stored, with byte ranges (seeking) where the store is a
-local folder. The media type comes from an allow-list of audio and video suffixes, anything else
+(a bucket keeps no downloads). Served as stored, with byte ranges (seeking) from a local folder
+or a bucket alike. The media type comes from an allow-list of audio and video suffixes, anything else
 is ``application/octet-stream``: an upload named ``x.html`` is never served as a page.
 """
 from __future__ import annotations
