@@ -19,7 +19,6 @@ from pathlib import Path
 import mido
 
 from batch.score import make_score, write_outputs
-from batch.score.quantize import EARLY
 from models.audio import read_audio, resample
 from models.beats import Grid
 from models.detector import Detector
@@ -47,7 +46,7 @@ def midi_error(midi: Path, hits: list[Hit], grid: Grid) -> float:
     """The largest gap in seconds between a note's time in the MIDI file and its hit's; the
     file starts on the score's first downbeat or whole bars before it (``models.midi.lead_in``)."""
     first_period = (grid.pulse_times[1] - grid.pulse_times[0]) / float(grid.pulse_ql)
-    offset = grid.offset_s - lead_in(grid, hits, EARLY) * first_period
+    offset = grid.offset_s - lead_in(grid, hits) * first_period
     now, onsets = 0.0, []
     for message in mido.MidiFile(midi):
         now += message.time
