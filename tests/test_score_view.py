@@ -78,6 +78,8 @@ def test_preview_has_every_page_and_times_its_notes_by_the_recording(settings, f
     assert again == view  # stored, not rendered anew with other ids
     for page in pages:
         assert page.status_code == 200 and page.headers["content-type"].startswith("image/svg+xml")
+        assert page.headers["content-encoding"] == "gzip"  # asked for by the client, as browsers do
+        assert int(page.headers["content-length"]) < len(page.content) / 4
         assert "@font-face" not in page.text and "Leipzig" not in page.text  # the tempo's note is plain text
     in_pages = {id_ for page in pages for id_ in re.findall(r'<g id="([^"]+)" class="note"', page.text)}
     timed = [id_ for note in view["notes"] for id_ in note["ids"]]
