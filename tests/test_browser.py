@@ -272,7 +272,7 @@ def long_job(server, tmp_path_factory) -> dict:
 
 def open_from_recent(page, server, job: dict) -> dict:
     page.goto(server.http + "/")
-    page.locator(f"#recent li:has-text('Forty bars') button:has-text('Open')").first.click()
+    page.locator("#recent li:has-text('Forty bars') button:has-text('Open')").first.click()
     return score_ready(page, job["id"])
 
 
