@@ -7,6 +7,11 @@ longer than the visibility timeout is claimed by another worker (``XAUTOCLAIM``)
 ``max_attempts`` deliveries. A job ends exactly once: ``finish`` changes a running job's
 state only while the caller still owns the attempt it started.
 
+Each stage (``batch.stages``) has its own stream and group; new jobs wait on the first stage's.
+A worker that does not take the job's next stage hands it on (``hand_on``): in one script it
+queues the job again on that stage's stream, at the next *hop*, and settles its own entry. An
+entry of a hop the job has left is settled unread, and ``max_attempts`` counts per hop.
+
 Every change of a job's state goes through one script that also moves the job between the
 per-state counters in ``drumscribe:counts``, so ``/metrics`` reads a handful of keys however
 many jobs Redis holds. Workers say they are reading the queue in a sorted set of heartbeats
@@ -19,6 +24,7 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import redis
@@ -27,6 +33,7 @@ from batch.config import Settings
 from batch import tracing, webhooks
 from batch.keys import KEY_FIELD
 from batch.retry import is_nogroup
+from batch.stages import STAGES, ordered
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
@@ -43,16 +50,18 @@ def recent_of(key_name: str) -> str:
     """The recent list of one API key's jobs."""
     return f"drumscribe:recent:{key_name}"
 
-# Set fields of a job if it has the owner ARGV[1] ('' = any) and one of the states ARGV[2]
-# (',a,b,'); a change of 'status' moves the job between counters, and the job's end records its
-# webhook's delivery, due at once in KEYS[3] (``batch.webhooks.ON_END``).
+# Set fields of a job if it has the owner ARGV[1] ('' = any), one of the states ARGV[2]
+# (',a,b,') and is at hop ARGV[3] ('' = any; see ``hand_on``); a change of 'status' moves the job
+# between counters, and the job's end records its webhook's delivery, due at once in KEYS[3]
+# (``batch.webhooks.ON_END``).
 _SET = """
 local old = redis.call('HGET', KEYS[1], 'status')
 if not old then return 0 end
 if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 if not string.find(ARGV[2], ',' .. old .. ',', 1, true) then return 0 end
+if ARGV[3] ~= '' and (redis.call('HGET', KEYS[1], 'hop') or '0') ~= ARGV[3] then return 0 end
 local ended = false
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   if ARGV[i] == 'status' and ARGV[i + 1] ~= old then
     redis.call('HINCRBY', KEYS[2], old, -1)
@@ -80,6 +89,27 @@ if KEYS[4] then
   for i = 4, 3 + traced do message[#message + 1] = ARGV[i] end
   redis.call('XADD', KEYS[4], '*', unpack(message))
 end
+return 1
+"""
+
+# Hand a running job from the attempt ARGV[1] (its owner) on to the next stage's stream KEYS[4]:
+# queued again at hop ARGV[4], with a message of its id, the hop and the trace fields ARGV[6..];
+# the entry ARGV[3] it came on is acknowledged and deleted from KEYS[3] (group ARGV[2]) in the
+# same step, so the job is on exactly one stream whatever crashes. The hop's attempts start at
+# the job's attempts so far ('hop_start'). 0 when the attempt no longer owns the job.
+_HAND_ON = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'stage', 'queued', 'progress', 0, 'owner', '', 'hop', ARGV[4],
+           'hop_start', redis.call('HGET', KEYS[1], 'attempts'), 'updated', ARGV[5])
+redis.call('HINCRBY', KEYS[2], 'running', -1)
+redis.call('HINCRBY', KEYS[2], 'queued', 1)
+local message = {'job', redis.call('HGET', KEYS[1], 'id'), 'hop', ARGV[4]}
+for i = 6, #ARGV do message[#message + 1] = ARGV[i] end
+redis.call('XADD', KEYS[4], '*', unpack(message))
+redis.call('XACK', KEYS[3], ARGV[2], ARGV[3])
+redis.call('XDEL', KEYS[3], ARGV[3])
 return 1
 """
 
@@ -117,13 +147,17 @@ class JobNotFound(KeyError):
 
 @dataclass(frozen=True)
 class Delivery:
-    """One entry of the stream handed to a worker: which job, and which attempt at it."""
+    """One entry of a stage's stream handed to a worker: which job, which attempt at it, and the
+    stage it starts at (``hop``: how often the job changed hands before)."""
 
     entry_id: str
     job_id: str
     attempt: int
     owner: str
     trace: dict[str, str] = field(default_factory=dict)  # the W3C trace context the message carried
+    stage: str = STAGES[0]
+    hop: int = 0
+    stream: str = ""  # the stage's stream; '' for the first stage's
 
 
 class JobStore:
@@ -135,21 +169,29 @@ class JobStore:
         self._create = client.register_script(_CREATE)
         self._set = client.register_script(_SET)
         self._delete = client.register_script(_DELETE)
+        self._hand_on = client.register_script(_HAND_ON)
         self._beat = client.register_script(_BEAT)
         self._live = client.register_script(_LIVE)
 
     def ensure_queue(self) -> None:
-        """Create the stream and its consumer group unless they exist (at a worker's start, and
-        when Redis lost its data); entries already on the stream are read from the start."""
-        try:
-            self.redis.xgroup_create(self.settings.stream_name, self.settings.group_name, id="0", mkstream=True)
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        """Create every stage's stream and its consumer group unless they exist (at a worker's start,
+        and when Redis lost its data); entries already on a stream are read from the start."""
+        for stage in STAGES:
+            try:
+                self.redis.xgroup_create(self.stream_of(stage), self.settings.group_name, id="0", mkstream=True)
+            except redis.ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
 
-    def _update(self, job_id: str, owner: str, states: str, *fields) -> bool:
-        """Set ``fields`` (name, value, ...) if the job has ``owner`` ('' = any) and is in ``states``."""
-        return bool(self._set(keys=[self.key(job_id), COUNTS_KEY, webhooks.DUE_KEY], args=[owner, states, *fields]))
+    def stream_of(self, stage: str) -> str:
+        """The stream of jobs waiting for ``stage``: new jobs wait on the first one, ``stream_name``."""
+        return self.settings.stream_name if stage == STAGES[0] else f"{self.settings.stream_name}:{stage}"
+
+    def _update(self, job_id: str, owner: str, states: str, *fields, hop: int | None = None) -> bool:
+        """Set ``fields`` (name, value, ...) if the job has ``owner`` ('' = any), is in ``states``
+        and, with ``hop``, is at that hop."""
+        args = [owner, states, "" if hop is None else str(hop), *fields]
+        return bool(self._set(keys=[self.key(job_id), COUNTS_KEY, webhooks.DUE_KEY], args=args))
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -281,51 +323,79 @@ class JobStore:
 
     # --- the queue, as workers see it -------------------------------------------------
 
-    def claim(self, consumer: str, block_ms: int = 1000) -> Delivery | None:
-        """The next job for ``consumer``: an abandoned entry first, else a new one (waits ``block_ms``)."""
+    def claim(self, consumer: str, block_ms: int = 1000, stages: Collection[str] = STAGES) -> Delivery | None:
+        """The next job for ``consumer`` at one of ``stages``: an abandoned entry first, else a new
+        one (waits up to ``block_ms``). Later stages come first, so jobs under way finish first."""
         s = self.settings
-        entries = self.redis.xautoclaim(s.stream_name, s.group_name, consumer,
-                                        min_idle_time=int(s.visibility_timeout * 1000), count=1)[1]
-        if not entries:
-            reply = self.redis.xreadgroup(s.group_name, consumer, {s.stream_name: ">"}, count=1, block=block_ms)
-            entries = reply[0][1] if reply else []
+        streams = {self.stream_of(stage): stage for stage in reversed(ordered(stages))}
+        entries, stream = [], ""
+        for stream in streams:
+            entries = self.redis.xautoclaim(stream, s.group_name, consumer,
+                                            min_idle_time=int(s.visibility_timeout * 1000), count=1)[1]
+            if entries:
+                break
+        else:  # one stream at a time: a read of several may hand over an entry of each
+            for wait in (None, max(1, block_ms // len(streams))):
+                for stream in streams:
+                    reply = self.redis.xreadgroup(s.group_name, consumer, {stream: ">"}, count=1, block=wait)
+                    if entries := reply[0][1] if reply else []:
+                        break
+                if entries:
+                    break
         for entry_id, fields in entries:
             if not fields:  # the entry was trimmed away while pending
-                self.ack(entry_id)
+                self.ack(entry_id, stream)
                 continue
-            return self._start(entry_id, fields["job"], consumer, {k: v for k, v in fields.items() if k != "job"})
+            trace = {k: v for k, v in fields.items() if k not in ("job", "hop")}
+            return self._start(stream, streams[stream], entry_id, fields, consumer, trace)
         return None
 
-    def _start(self, entry_id: str, job_id: str, consumer: str, trace: dict[str, str]) -> Delivery | None:
+    def _start(self, stream: str, stage: str, entry_id: str, fields: dict[str, str], consumer: str,
+               trace: dict[str, str]) -> Delivery | None:
         """Mark the job running under a new attempt, or settle entries that need no work."""
+        job_id, hop = fields["job"], int(fields.get("hop", 0))
         record = self.redis.hgetall(self.key(job_id))
-        if not record or record["status"] in FINAL_STATES:
-            self.ack(entry_id)
+        if not record or record["status"] in FINAL_STATES or int(record.get("hop", 0)) != hop:
+            self.ack(entry_id, stream)  # ended, or handed on since (a stale entry of an earlier hop)
             return None
         attempt = int(record["attempts"]) + 1
-        if attempt > self.settings.max_attempts:
+        if attempt - int(record.get("hop_start", 0)) > self.settings.max_attempts:
+            abandoned = attempt - 1 - int(record.get("hop_start", 0))
             self._update(job_id, "", OPEN, "status", "failed", "stage", "failed", "updated", time.time(), "owner", "",
-                         "error", f"the job was abandoned by {attempt - 1} workers (it may crash them); giving up")
-            self.ack(entry_id)
+                         "error", f"the job was abandoned by {abandoned} workers (it may crash them); giving up",
+                         hop=hop)
+            self.ack(entry_id, stream)
             return None
         owner = f"{consumer}/{attempt}"
         if not self._update(job_id, "", OPEN, "status", "running", "stage", "starting", "progress", 0.0,
-                            "attempts", attempt, "owner", owner, "updated", time.time()):
-            self.ack(entry_id)  # cancelled or deleted since it was read
+                            "attempts", attempt, "owner", owner, "updated", time.time(), hop=hop):
+            self.ack(entry_id, stream)  # cancelled, deleted or handed on since it was read
             return None
-        return Delivery(entry_id, job_id, attempt, owner, trace)
+        return Delivery(entry_id, job_id, attempt, owner, trace, stage, hop, stream)
+
+    def hand_on(self, delivery: Delivery, stage: str) -> bool:
+        """Queue the job for ``stage`` on that stage's stream, with the trace context its message
+        carried, and settle its entry, if ``delivery`` still owns it; False if not (cancelled, or
+        reclaimed by another worker)."""
+        fields = [item for pair in delivery.trace.items() for item in pair]
+        keys = [self.key(delivery.job_id), COUNTS_KEY, delivery.stream or self.stream_of(delivery.stage),
+                self.stream_of(stage)]
+        args = [delivery.owner, self.settings.group_name, delivery.entry_id, delivery.hop + 1, time.time(), *fields]
+        return bool(self._hand_on(keys=keys, args=args))
 
     def keep_alive(self, delivery: Delivery, consumer: str) -> None:
         """Reset the entry's idle time so a live worker's long job is not reclaimed."""
         s = self.settings
-        self.redis.xclaim(s.stream_name, s.group_name, consumer, min_idle_time=0,
+        self.redis.xclaim(delivery.stream or s.stream_name, s.group_name, consumer, min_idle_time=0,
                           message_ids=[delivery.entry_id], justid=True)
 
-    def ack(self, entry_id: str) -> None:
+    def ack(self, entry_id: str, stream: str = "") -> None:
+        """Settle an entry of ``stream`` ('': the first stage's)."""
         s = self.settings
+        stream = stream or s.stream_name
         pipe = self.redis.pipeline()
-        pipe.xack(s.stream_name, s.group_name, entry_id)
-        pipe.xdel(s.stream_name, entry_id)
+        pipe.xack(stream, s.group_name, entry_id)
+        pipe.xdel(stream, entry_id)
         pipe.execute()
 
     # --- what /health and /metrics read ----------------------------------------------
@@ -343,17 +413,21 @@ class JobStore:
         return self._live(keys=[WORKERS_KEY], args=[self.settings.heartbeat_ttl])
 
     def queue_depth(self) -> tuple[int, int]:
-        """(entries waiting for a worker, entries a worker holds); acknowledged entries are deleted.
-        Without a consumer group (Redis lost its data, no worker recreated it yet) every entry waits."""
-        s = self.settings
-        length = self.redis.xlen(s.stream_name)
-        try:
-            pending = int(self.redis.xpending(s.stream_name, s.group_name)["pending"])
-        except redis.ResponseError as error:
-            if not is_nogroup(error):
-                raise
-            pending = 0
-        return length - pending, pending
+        """(entries waiting for a worker, entries a worker holds) over every stage's stream;
+        acknowledged entries are deleted. Without a consumer group (Redis lost its data, no worker
+        recreated it yet) every entry waits."""
+        waiting = held = 0
+        for stage in STAGES:
+            stream = self.stream_of(stage)
+            length = self.redis.xlen(stream)
+            try:
+                pending = int(self.redis.xpending(stream, self.settings.group_name)["pending"]) if length else 0
+            except redis.ResponseError as error:
+                if not is_nogroup(error):
+                    raise
+                pending = 0
+            waiting, held = waiting + length - pending, held + pending
+        return waiting, held
 
     def count_by_state(self) -> dict[str, int]:
         """Jobs held in Redis by state, from the counters every state change keeps."""

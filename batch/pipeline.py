@@ -4,12 +4,17 @@ Each stage reports progress through ``report(stage, fraction)``; a report that r
 False means the job was cancelled (or handed to another worker) and the pipeline stops.
 Each stage is also a span (``batch.tracing``), a child of the span current when it starts.
 The same ``finalize`` turns a live session's recording into scores.
+
+``run_stages`` runs only the stages a worker takes (``batch.stages``) and returns what the next
+stage needs (``Carry``), which goes to the next worker as one file of the job (``dump``/``load``).
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +23,7 @@ from batch import tracing
 from batch.ingest import download
 from batch.score import make_score, write_outputs
 from batch.separate import decide_separation, separate
+from batch.stages import STAGES, following
 from models.audio import AudioError, read_audio, resample
 from models.detector import Detector, hit_order
 from models.peaks import Hit
@@ -98,20 +104,133 @@ def finalize(detector: Detector, source: np.ndarray, source_rate: int, folder: P
              detect_from: tuple[np.ndarray, int] | None = None, extra: dict | None = None) -> dict:
     """Detect (unless ``hits`` are given) in ``detect_from`` (the separated drums and their rate;
     default the source), score and write every output into ``folder``."""
+    audio, rate = detect_from or (source, source_rate)
+    carry = Carry(title, len(source) / source_rate, source_rate, audio, rate, hits=hits)
     if hits is None:
-        clock.enter("detect")
-        audio, rate = detect_from or (source, source_rate)
-        hits = detect(detector, resample(audio, rate, detector.card.sample_rate), clock.at)
+        carry = _detect(carry, detector, clock)
+    return _score(carry, detector, folder, clock, extra)
+
+
+@dataclass(frozen=True)
+class Carry:
+    """What one stage hands the next. Between workers it is a file of the job (``dump``, ``load``)."""
+
+    title: str
+    duration: float                  # of the source, in seconds
+    rate: int                        # the source's sample rate
+    audio: np.ndarray | None = None  # what detect reads: the source, or its separated drums
+    audio_rate: int = 0
+    decision: dict | None = None     # the result's ``separation``
+    hits: list[Hit] | None = None
+    result: dict | None = None       # the result JSON, once scored
+
+
+def handoff_file(stage: str) -> str:
+    """The job's file that carries it into ``stage`` on another worker."""
+    return f"handoff-{stage}.npz"
+
+
+HANDOFF_FILES = tuple(handoff_file(stage) for stage in STAGES[1:])
+
+
+def dump(carry: Carry, path: Path) -> None:
+    """Write ``carry`` as one .npz: the audio as float32 samples, the rest as JSON (exact floats)."""
+    meta = {"title": carry.title, "duration": carry.duration, "rate": carry.rate, "audio_rate": carry.audio_rate,
+            "decision": carry.decision, "hits": None if carry.hits is None else [asdict(h) for h in carry.hits]}
+    arrays = {"meta": np.array(json.dumps(meta))}
+    if carry.audio is not None:
+        arrays["audio"] = np.asarray(carry.audio, dtype=np.float32)
+    with path.open("wb") as file:
+        np.savez(file, **arrays)
+
+
+def load(path: Path) -> Carry:
+    with np.load(path, allow_pickle=False) as arrays:
+        meta = json.loads(str(arrays["meta"]))
+        audio = arrays["audio"] if "audio" in arrays else None
+    hits = None if meta["hits"] is None else [Hit(**hit) for hit in meta["hits"]]
+    return Carry(meta["title"], meta["duration"], meta["rate"], audio, meta["audio_rate"], meta["decision"], hits)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a job's stages use besides what they hand each other."""
+
+    detector: Detector
+    source: dict
+    options: dict
+    folder: Path
+    max_bytes: int
+    max_seconds: float
+    separation: Separation | None = None
+
+
+def _decode(work: Work, clock: StageClock) -> Carry:
+    source = work.source
+    if source["kind"] == "url":
+        clock.enter("download")
+        downloads = work.folder / "download"
+        shutil.rmtree(downloads, ignore_errors=True)  # a retried attempt starts clean
+        downloads.mkdir(parents=True)
+        path = download(source["url"], downloads, work.max_bytes, work.max_seconds)
+    else:
+        path = work.folder / source["file"]
+    clock.enter("decode")
+    try:
+        audio, rate = read_audio(path, max_seconds=work.max_seconds)
+    except AudioError as error:  # our file names (input.mp3, recording.wav) mean nothing to users
+        reason = str(error).removeprefix(f"{path.name}: ")
+        raise AudioError(error.code, f"the recording cannot be used: {reason}") from None
+    title = work.options.get("title") or source.get("name") or "Drum score"
+    return Carry(title, len(audio) / rate, rate, audio, rate)
+
+
+def _separate(carry: Carry, work: Work, clock: StageClock) -> Carry:
+    """Decided where separation is loaded: a worker that takes this stage (a GPU's) has the weights."""
+    decision = decide_separation(work.options.get("separate", "off"), work.separation, carry.audio, carry.audio_rate)
+    if not decision["applied"]:
+        return replace(carry, decision=decision)
+    clock.enter("separate")
+    drums, rate = separate(work.separation, carry.audio, carry.audio_rate, clock.at)
+    return replace(carry, audio=drums, audio_rate=rate, decision=decision)
+
+
+def _detect(carry: Carry, detector: Detector, clock: StageClock) -> Carry:
+    clock.enter("detect")
+    hits = detect(detector, resample(carry.audio, carry.audio_rate, detector.card.sample_rate), clock.at)
+    return replace(carry, hits=hits, audio=None)  # the score needs no audio: a handoff stays small
+
+
+def _score(carry: Carry, detector: Detector, folder: Path, clock: StageClock, extra: dict | None) -> dict:
     clock.enter("score")
-    duration = len(source) / source_rate
-    score = make_score(hits, duration, title=title)
-    result = build_result(hits, duration, source_rate, detector.card, score.grid.bpm,
-                          score.grid.time_signature, title=title, **(extra or {}))
+    score = make_score(carry.hits, carry.duration, title=carry.title)
+    result = build_result(carry.hits, carry.duration, carry.rate, detector.card, score.grid.bpm,
+                          score.grid.time_signature, title=carry.title, **(extra or {}))
     clock.at(0.3)
     with tracing.tracer.start_as_current_span("render"):  # MusicXML, PDF, MIDI and JSON
-        write_outputs(score, hits, folder, result)
+        write_outputs(score, carry.hits, folder, result)
     clock.close()
     return result
+
+
+def run_stages(first: str, stages: Collection[str], carry: Carry | None, work: Work,
+               clock: StageClock) -> tuple[str | None, Carry]:
+    """Run the job from stage ``first`` for as long as its stages are in ``stages``. Returns the
+    next stage, for a worker that takes it, and what to hand it; (None, carry with the result) when
+    every output is written into ``work.folder``."""
+    stage: str | None = first
+    while stage is not None and stage in stages:
+        if stage == "decode":
+            carry = _decode(work, clock)
+        elif stage == "separate":
+            carry = _separate(carry, work, clock)
+        elif stage == "detect":
+            carry = _detect(carry, work.detector, clock)
+        else:
+            carry = replace(carry, result=_score(carry, work.detector, work.folder, clock,
+                                                 {"separation": carry.decision}))
+        stage = following(stage)
+    return stage, carry
 
 
 def run_job(detector: Detector, source: dict, options: dict, folder: Path, clock: StageClock,
@@ -120,25 +239,5 @@ def run_job(detector: Detector, source: dict, options: dict, folder: Path, clock
 
     ``SeparationUnavailable`` when the job asks for ``separate=on`` and ``separation`` has none.
     """
-    if source["kind"] == "url":
-        clock.enter("download")
-        downloads = folder / "download"
-        shutil.rmtree(downloads, ignore_errors=True)  # a retried attempt starts clean
-        downloads.mkdir(parents=True)
-        path = download(source["url"], downloads, max_bytes, max_seconds)
-    else:
-        path = folder / source["file"]
-    clock.enter("decode")
-    try:
-        audio, rate = read_audio(path, max_seconds=max_seconds)
-    except AudioError as error:  # our file names (input.mp3, recording.wav) mean nothing to users
-        reason = str(error).removeprefix(f"{path.name}: ")
-        raise AudioError(error.code, f"the recording cannot be used: {reason}") from None
-    title = options.get("title") or source.get("name") or "Drum score"
-    decision = decide_separation(options.get("separate", "off"), separation, audio, rate)
-    drums = None
-    if decision["applied"]:
-        clock.enter("separate")
-        drums = separate(separation, audio, rate, clock.at)
-    return finalize(detector, audio, rate, folder, title, clock, detect_from=drums,
-                    extra={"separation": decision})
+    work = Work(detector, source, options, folder, max_bytes, max_seconds, separation)
+    return run_stages(STAGES[0], STAGES, None, work, clock)[1].result

@@ -215,12 +215,13 @@ def test_cancel_queued_and_running_then_delete(settings, beat_wav, long_beat_wav
         assert done not in stored(settings) and client.get(f"/api/v1/jobs/{done}/download/pdf").status_code == 404
 
 
-def _worker_process(settings, redis_url: str) -> subprocess.Popen:
-    """A ``drumscribe worker``; beside a bucket it has a data folder of its own, sharing no directory with the API."""
-    data = settings.data_dir if settings.storage == "local" else settings.data_dir.with_name("worker-data")
+def _worker_process(settings, redis_url: str, *options: str, data_name: str = "worker-data") -> subprocess.Popen:
+    """A ``drumscribe worker`` with ``options``; beside a bucket it has a data folder of its own
+    (``data_name``), sharing no directory with the API."""
+    data = settings.data_dir if settings.storage == "local" else settings.data_dir.with_name(data_name)
     env = {**os.environ, "REDIS_URL": redis_url, "DRUMSCRIBE_DATA": str(data), "DRUMSCRIBE_STORAGE": settings.storage,
            "DRUMSCRIBE_VISIBILITY_TIMEOUT": str(settings.visibility_timeout)}
-    return subprocess.Popen([sys.executable, "-m", "web.cli", "worker"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "web.cli", "worker", *options], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from batch.stages import STAGES, parse_stages
 from models.audio import AudioError, read_audio, resample
 from models.runtime import ModelError
 from models.separation import SeparationUnavailable, WeightsError
@@ -86,16 +87,18 @@ def _worker(args: argparse.Namespace) -> int:
     from batch.jobs import JobStore
     from batch.worker import Worker
     from models.detector import Detector
-    from models.separation import load_separation
+    from models.separation import Separation, load_separation
 
     settings = Settings.from_env()
     if not settings.redis_url:
         raise SystemExit("drumscribe: a worker needs REDIS_URL (drumscribe serve runs its own workers without it)")
     tracing.configure_logging()
     tracing.configure("drumscribe-worker")
-    separation = load_separation()
+    # only a worker that decides on separation loads it (a CPU pool's decode,score workers do not)
+    separation = load_separation() if "separate" in args.stages else Separation.unavailable("not this worker's stage")
     logging.getLogger("drumscribe.worker").info("drum separation: %s", separation.status())
-    worker = Worker(JobStore(connect(settings), settings), Detector(), settings, separation=separation)
+    worker = Worker(JobStore(connect(settings), settings), Detector(), settings, separation=separation,
+                    stages=args.stages)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stop.set())
     worker.run()
@@ -173,6 +176,13 @@ def _webhooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stages(value: str) -> tuple[str, ...]:
+    try:
+        return parse_stages(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _limit(value: str) -> int:
     number = int(value)
     if number < 0:
@@ -201,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     worker = commands.add_parser("worker", help="a batch worker for the Redis at REDIS_URL")
+    worker.add_argument("--stages", type=_stages, default=STAGES, metavar="STAGE,...",
+                        help=f"take only these stages of each job, handing it on for the others "
+                             f"(of {','.join(STAGES)}; default: all), e.g. decode,score on CPU machines "
+                             "and separate,detect on GPU machines")
     worker.set_defaults(run=_worker)
 
     evaluate = commands.add_parser("eval", help="precision, recall and F-measure of PRED against REF")

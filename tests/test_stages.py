@@ -1,0 +1,195 @@
+"""Heavy stages on other machines: workers that take only some stages (``drumscribe worker
+--stages``) hand each job on through the stages' streams, with what the next stage needs stored
+as a file of the job. Against a real (embedded) Redis, real worker processes (``decode,score`` as
+a CPU pool, ``separate,detect`` as a GPU pool) and in-process workers where spans are read."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from opentelemetry import trace
+from starlette.testclient import TestClient
+
+from batch.connection import url_of
+from batch.jobs import JobStore
+from batch.pipeline import HANDOFF_FILES, StageClock, run_job
+from batch.score import FILES as OUTPUT_FILES
+from batch.stages import STAGES, parse_stages
+from batch.worker import Worker
+from tests.test_batch_service import _worker_process, submit, wait_for
+from tests.test_tracing import assert_child, children, span_named, spans  # noqa: F401 (a fixture)
+from web.app import create_app
+
+CPU, GPU = "decode,score", "separate,detect"
+
+
+@pytest.fixture(params=["local", "s3"])
+def either_store(request, settings):
+    """Job files in the data folder, then in a bucket of moto's S3 server."""
+    if request.param == "local":
+        return settings
+    return dataclasses.replace(settings, storage=request.getfixturevalue("s3_storage"))
+
+
+def streams_are_empty(store: JobStore) -> bool:
+    return all(store.redis.xlen(store.stream_of(stage)) == 0 for stage in STAGES)
+
+
+def wait_until(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@contextmanager
+def stage_workers(client: TestClient, settings, *stage_sets: str) -> Iterator[list[Worker]]:
+    """In-process workers of ``stage_sets`` (threads of this process, so their spans are read here)."""
+    store = client.app.state.store
+    workers = [Worker(JobStore(store.redis, settings), client.app.state.detector, settings, name=f"w-{stages}",
+                      stages=parse_stages(stages)) for stages in stage_sets]
+    threads = [threading.Thread(target=worker.run, daemon=True) for worker in workers]
+    for thread in threads:
+        thread.start()
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def test_stage_names_are_checked_and_ordered():
+    assert parse_stages("score, decode") == ("decode", "score")
+    with pytest.raises(ValueError, match="render"):
+        parse_stages("decode,render")
+    with pytest.raises(ValueError):
+        parse_stages(",")
+
+
+def test_a_job_passes_a_cpu_worker_and_a_gpu_worker_and_every_download_works(either_store, beat_wav, tmp_path):
+    settings = dataclasses.replace(either_store, workers=0)
+    with TestClient(create_app(settings)) as client:
+        redis_url = url_of(client.app.state.store.redis)
+        pools = [_worker_process(settings, redis_url, "--stages", CPU, data_name="cpu-data"),
+                 _worker_process(settings, redis_url, "--stages", GPU, data_name="gpu-data")]
+        try:
+            job_id = submit(client, beat_wav, title="Two pools").json()["id"]
+            job = wait_for(client, job_id, timeout=120)
+        finally:
+            for process in pools:
+                process.terminate()
+            for process in pools:
+                process.wait(timeout=30)
+        assert job["status"] == "succeeded", job
+        store = client.app.state.store
+        record = store.get(job_id)
+        # decode (CPU) -> separate, detect (GPU) -> score (CPU): handed on twice, one attempt each
+        assert (record["hop"], record["attempts"], record["completions"]) == ("2", "3", "1")
+        assert streams_are_empty(store)
+        result = client.get(f"/api/v1/jobs/{job_id}/result").json()
+        for download in OUTPUT_FILES:
+            response = client.get(f"/api/v1/jobs/{job_id}/download/{download}")
+            assert response.status_code == 200 and len(response.content) > 100, download
+        assert client.get(f"/api/v1/jobs/{job_id}/download/json").json() == result
+        storage = client.app.state.storage
+        assert not any(storage.exists(job_id, name) for name in HANDOFF_FILES)
+
+        # what the stages handed each other lost nothing: the same result as one worker's pipeline
+        shutil.copy(beat_wav, tmp_path / "input.wav")
+        run_job(client.app.state.detector, {"kind": "upload", "file": "input.wav"}, {"title": "Two pools"},
+                tmp_path, StageClock(lambda *_: True), settings.max_upload_bytes, settings.max_seconds)
+        alone = json.loads((tmp_path / OUTPUT_FILES["json"]).read_text())
+        assert len(result["hits"]) > 40 and not result["separation"]["applied"]
+        assert {**result, "separation": None} == {**alone, "separation": None}
+    if settings.storage != "local":  # the API and both pools shared nothing but Redis and the bucket
+        for data in ("data", "cpu-data", "gpu-data"):
+            assert not [path for path in (settings.data_dir.parent / data).rglob("*") if job_id in str(path)]
+
+
+def test_a_stage_worker_killed_mid_stage_is_replaced_and_the_job_ends_once(settings, long_beat_wav):
+    api_only = dataclasses.replace(settings, workers=0)
+    with TestClient(create_app(api_only)) as client:
+        store = client.app.state.store
+        redis_url = url_of(store.redis)
+        cpu = _worker_process(settings, redis_url, "--stages", CPU)
+        gpu = _worker_process(settings, redis_url, "--stages", GPU)
+        spare = None
+        try:
+            job_id = submit(client, long_beat_wav).json()["id"]
+            wait_until(lambda: store.get(job_id)["stage"] == "detect", timeout=120)
+            gpu.send_signal(signal.SIGKILL)
+            gpu.wait(timeout=10)
+            held = store.get(job_id)
+            assert (held["status"], held["hop"], held["stage"]) == ("running", "1", "detect")
+            spare = _worker_process(settings, redis_url, "--stages", GPU)  # reclaims after the visibility timeout
+            job = wait_for(client, job_id, timeout=120)
+        finally:
+            for process in (cpu, gpu, spare):
+                if process is not None:
+                    process.terminate()
+                    process.wait(timeout=30)
+        assert job["status"] == "succeeded", job
+        record = store.get(job_id)
+        # decode 1, detect 2 (killed) and 3 (the spare's), score 4; finished once
+        assert (record["hop"], record["attempts"], record["completions"]) == ("2", "4", "1")
+        assert streams_are_empty(store)
+        assert client.get(f"/api/v1/jobs/{job_id}/download/pdf").status_code == 200
+
+
+def test_cancel_while_the_job_is_in_a_middle_stage(settings, long_beat_wav):
+    api_only = dataclasses.replace(settings, workers=0)
+    with TestClient(create_app(api_only)) as client, stage_workers(client, settings, CPU, GPU):
+        store = client.app.state.store
+        job_id = submit(client, long_beat_wav).json()["id"]
+        wait_until(lambda: store.get(job_id)["stage"] == "detect")
+        assert store.get(job_id)["hop"] == "1"
+        assert client.delete(f"/api/v1/jobs/{job_id}").json()["status"] == "cancelled"
+        wait_until(lambda: streams_are_empty(store) and not store.redis.xpending(
+            store.stream_of("detect"), settings.group_name)["pending"])
+        time.sleep(0.5)  # the CPU worker would have scored it by now, had it been handed on
+        record = store.get(job_id)
+        assert record["status"] == "cancelled" and "completions" not in record
+        assert "score" not in store.stage_totals()
+        storage = client.app.state.storage
+        assert storage.exists(job_id, "input.wav")
+        assert not any(storage.exists(job_id, name) for name in [*OUTPUT_FILES.values(), *HANDOFF_FILES])
+
+
+def test_one_stage_per_worker_works_too(settings, beat_wav):
+    api_only = dataclasses.replace(settings, workers=0)
+    with TestClient(create_app(api_only)) as client, stage_workers(client, settings, *STAGES):
+        job_id = submit(client, beat_wav).json()["id"]
+        assert wait_for(client, job_id)["status"] == "succeeded"
+        record = client.app.state.store.get(job_id)
+        assert (record["hop"], record["attempts"], record["completions"]) == ("3", "4", "1")
+        assert client.get(f"/api/v1/jobs/{job_id}/download/pdf").status_code == 200
+
+
+def test_a_job_handed_between_workers_stays_one_trace(spans, settings, beat_wav):  # noqa: F811
+    api_only = dataclasses.replace(settings, workers=0)
+    with TestClient(create_app(api_only)) as client, stage_workers(client, settings, CPU, GPU):
+        job_id = submit(client, beat_wav, title="Traced").json()["id"]
+        assert wait_for(client, job_id)["status"] == "succeeded"
+        hops = [span_named(spans, "job", **{"drumscribe.job_id": job_id, "drumscribe.hop": hop}) for hop in (0, 1, 2)]
+    request = span_named(spans, "POST /api/v1/jobs")
+    queue = span_named(spans, "queue", **{"drumscribe.job_id": job_id})
+    assert_child(queue, request)
+    for hop in hops:  # each hop's message carried the first one's trace context
+        assert_child(hop, queue)
+        assert hop.kind == trace.SpanKind.CONSUMER
+    assert [hop.attributes["drumscribe.stages"] for hop in hops] == [CPU, GPU, CPU]
+    assert "drumscribe.status" not in hops[0].attributes and hops[2].attributes["drumscribe.status"] == "succeeded"
+    assert set(children(spans, hops[0])) == {"decode"}
+    assert set(children(spans, hops[1])) == {"detect"}  # separation unavailable: decided, not run
+    score = children(spans, hops[2])["score"]
+    assert set(children(spans, hops[2])) == {"score"} and "render" in children(spans, score)
+    assert hops[0].end_time <= hops[1].start_time and hops[1].end_time <= hops[2].start_time
