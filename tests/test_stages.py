@@ -12,8 +12,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+import yaml
 from opentelemetry import trace
 from starlette.testclient import TestClient
 
@@ -73,6 +75,17 @@ def test_stage_names_are_checked_and_ordered():
         parse_stages("decode,render")
     with pytest.raises(ValueError):
         parse_stages(",")
+
+
+def test_compose_shows_a_cpu_pool_and_a_gpu_pool_that_share_every_stage():
+    services = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yml").read_text())["services"]
+    cpu, gpu = services["worker-cpu"], services["worker-gpu"]
+    pools = [parse_stages(pool["command"][pool["command"].index("--stages") + 1]) for pool in (cpu, gpu)]
+    assert pools == [parse_stages(CPU), parse_stages(GPU)] and sorted(pools[0] + pools[1]) == sorted(STAGES)
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    assert "--stages" not in services["worker"]["command"]  # the default pool takes every stage
+    for pool in (cpu, gpu):
+        assert pool["restart"] == "unless-stopped" and pool["environment"]["REDIS_URL"]
 
 
 def test_a_job_passes_a_cpu_worker_and_a_gpu_worker_and_every_download_works(either_store, beat_wav, tmp_path):
