@@ -27,6 +27,7 @@ from tests.test_batch_service import submit
 from tests.test_browser import browser, drum_wav, page  # noqa: F401  (fixtures of the page test)
 from tests.test_live import FAST, START, collect_until_final, expect_error
 from tests.conftest import RunningServer
+from web.access import COOKIE
 from web.app import create_app
 from web.http_settings import HttpSettings
 from web.quotas import AddressBuckets, JobSlots, SessionLeases, jobs_of
@@ -245,6 +246,11 @@ def test_keys_cannot_be_checked_without_redis_503(tmp_path, settings):
             assert (response.status_code, response.json()["error"]["code"]) == (503, "unavailable")
             assert response.headers["retry-after"] == "5" and time.monotonic() - started < 5
             assert client.get("/api/v1/jobs").status_code == 401  # no key: refused without asking Redis
+            # the page's cookie does not keep the page itself, or the open config, from loading
+            client.cookies.set(COOKIE, key)
+            assert client.get("/").status_code == 200 and client.get("/static/app.js").status_code == 200
+            assert client.get("/api/v1/config").json() == {"auth": "keys"}
+            client.cookies.clear()
             server.start()
 
 

@@ -94,13 +94,17 @@ class Access:
     async def authenticate(self, scope: Scope, quotas: Quotas, path: str) -> None:
         needed = path == "/metrics" or (path.startswith(API) and path.rstrip("/") not in OPEN_PATHS)
         carried = presented(HTTPConnection(scope))
-        if carried is None and not needed:
-            return
-        try:
-            key = await run_in_threadpool(quotas.lookup, carried)
-        except (redis.ConnectionError, redis.TimeoutError):
-            raise ApiError(503, "unavailable", "the key store is unavailable; try again shortly",
-                           {"Retry-After": str(REDIS_RETRY_SECONDS)}) from None
+        # the page and its files need no key: a cookie sent with them is not looked up
+        if carried is None or not (needed or path.startswith(API)):
+            key = None
+        else:
+            try:
+                key = await run_in_threadpool(quotas.lookup, carried)
+            except (redis.ConnectionError, redis.TimeoutError):
+                if needed:
+                    raise ApiError(503, "unavailable", "the key store is unavailable; try again shortly",
+                                   {"Retry-After": str(REDIS_RETRY_SECONDS)}) from None
+                key = None  # an open path (health, config) answers as it would without a key
         if key is None and needed:
             raise ApiError(401, "unauthorized", "send a valid API key: Authorization: Bearer KEY",
                            {"WWW-Authenticate": 'Bearer realm="drumscribe"'})
