@@ -203,13 +203,14 @@ def _prepend(pulses: np.ndarray, count: int) -> np.ndarray:
 
 
 def _features(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
-    """Per pulse, velocity-weighted counts by family and position (twelfths of the pulse)."""
+    """Per pulse, velocity-weighted counts by family and position (twelfths of the pulse); hits
+    before the first pulse or after the last are left out."""
     slot = np.round(positions(hits, pulses) * BINS).astype(int)
     features = np.zeros((len(pulses), len(FAMILIES), BINS))
     family_index = {family: i for i, family in enumerate(FAMILIES)}
     for hit, s in zip(hits, slot):
         pulse, where = divmod(int(s), BINS)
-        if pulse < len(pulses):
+        if 0 <= pulse < len(pulses):  # (a negative index would count it at the last pulses)
             features[pulse, family_index[hit.family], where] += 0.5 + hit.velocity
     return features
 

@@ -82,3 +82,12 @@ def test_shipped_weights_fit_the_features():
     from models.beat_features import DOWNBEAT_FEATURES, OCTAVE_FEATURES
 
     assert weights.octave.shape == (OCTAVE_FEATURES,) and weights.downbeat.shape == (DOWNBEAT_FEATURES,)
+
+
+def test_metre_features_leave_out_hits_outside_the_pulses():
+    """A hit before the first pulse counts nowhere (not, by a negative index, at the last pulse)."""
+    from models.beats import _features
+
+    pulses = np.arange(8) * 0.5 + 1.0
+    features = _features([hit(0.4, "crash"), hit(1.0, "kick")], pulses)
+    assert features.sum() == pytest.approx(0.5 + 0.8) and features[0].sum() == pytest.approx(0.5 + 0.8)
