@@ -158,18 +158,10 @@ class LocalStorage:
 
     def discard(self, job_id: str, names: Iterable[str]) -> None:
         for name in names:
-            path = self.folder(job_id) / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _remove(self.folder(job_id) / name)
 
     def delete(self, job_id: str) -> None:
-        path = self.folder(job_id)
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        _remove(self.folder(job_id))
 
     def listing(self) -> Iterator[tuple[str, float]]:
         for path in self.root.iterdir() if self.root.is_dir() else ():
@@ -177,6 +169,14 @@ class LocalStorage:
                 yield path.name, last_change(path)
             except FileNotFoundError:
                 continue  # removed while we looked
+
+
+def _remove(path: Path) -> None:
+    """A file or a folder with all in it (a link itself, not what it points to); none is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class StorageError(OSError):
