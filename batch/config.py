@@ -7,6 +7,7 @@ from pathlib import Path
 
 from batch.storage import parse_location
 
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # the longest a presigned S3 URL may be valid
 YOUTUBE_HOSTS = ("youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be")
 
 
@@ -69,6 +70,9 @@ class Settings:
             # grace at all the sweep would still take them
             raise ValueError("DRUMSCRIBE_ORPHAN_GRACE_MINUTES must be over 0 (keep it at several minutes)")
         parse_location(self.storage)  # a misspelt store fails at start, not at the first upload
+        if not 0 <= self.presign_seconds <= MAX_PRESIGN_SECONDS:
+            # S3 (SigV4) refuses a presigned URL valid longer than a week: every download would fail
+            raise ValueError(f"DRUMSCRIBE_S3_PRESIGN_SECONDS must be 0 to {MAX_PRESIGN_SECONDS} (a week)")
 
     @property
     def in_process_workers(self) -> int:

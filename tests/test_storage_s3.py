@@ -189,3 +189,9 @@ def test_files_and_byte_ranges_read_alike_from_a_folder_and_a_bucket(kind, tmp_p
 def test_a_misspelt_storage_is_refused_at_start(location):
     with pytest.raises(ValueError, match="DRUMSCRIBE_STORAGE"):
         Settings(storage=location)
+
+
+@pytest.mark.parametrize("seconds", [-1, 7 * 24 * 3600 + 1])
+def test_a_presign_time_s3_refuses_is_refused_at_start(seconds):
+    with pytest.raises(ValueError, match="DRUMSCRIBE_S3_PRESIGN_SECONDS"):
+        Settings(presign_seconds=seconds)
