@@ -327,21 +327,26 @@ class JobStore:
         """The next job for ``consumer`` at one of ``stages``: an abandoned entry first, else a new
         one (waits up to ``block_ms``). Later stages come first, so jobs under way finish first."""
         s = self.settings
+        idle_ms = int(s.visibility_timeout * 1000)
         streams = {self.stream_of(stage): stage for stage in reversed(ordered(stages))}
         entries, stream = [], ""
         for stream in streams:
-            entries = self.redis.xautoclaim(stream, s.group_name, consumer,
-                                            min_idle_time=int(s.visibility_timeout * 1000), count=1)[1]
+            entries = self.redis.xautoclaim(stream, s.group_name, consumer, min_idle_time=idle_ms, count=1)[1]
             if entries:
                 break
-        else:  # one stream at a time: a read of several may hand over an entry of each
-            for wait in (None, max(1, block_ms // len(streams))):
-                for stream in streams:
-                    reply = self.redis.xreadgroup(s.group_name, consumer, {stream: ">"}, count=1, block=wait)
-                    if entries := reply[0][1] if reply else []:
-                        break
-                if entries:
+        else:
+            for stream in streams:  # one at a time: a read of several hands over an entry of each
+                if entries := self._read(consumer, {stream: ">"}, None).get(stream, []):
                     break
+            else:  # all empty: wait on every stream at once; an entry of another stream that came
+                # in the same moment is released at once for the next claim (``XCLAIM ... IDLE``)
+                reply = self._read(consumer, dict.fromkeys(streams, ">"), block_ms)
+                stream = next((name for name in streams if reply.get(name)), "")
+                entries = reply.get(stream, [])
+                for other, extra in reply.items():
+                    if other != stream and extra:
+                        self.redis.xclaim(other, s.group_name, consumer, min_idle_time=0, idle=idle_ms,
+                                          message_ids=[entry_id for entry_id, _ in extra], justid=True)
         for entry_id, fields in entries:
             if not fields:  # the entry was trimmed away while pending
                 self.ack(entry_id, stream)
@@ -349,6 +354,11 @@ class JobStore:
             trace = {k: v for k, v in fields.items() if k not in ("job", "hop")}
             return self._start(stream, streams[stream], entry_id, fields, consumer, trace)
         return None
+
+    def _read(self, consumer: str, streams: dict[str, str], block_ms: int | None) -> dict[str, list]:
+        """At most one new entry of each of ``streams`` for ``consumer``, by stream."""
+        reply = self.redis.xreadgroup(self.settings.group_name, consumer, streams, count=1, block=block_ms)
+        return {name: entries for name, entries in reply or []}
 
     def _start(self, stream: str, stage: str, entry_id: str, fields: dict[str, str], consumer: str,
                trace: dict[str, str]) -> Delivery | None:

@@ -230,6 +230,7 @@ def run_stages(first: str, stages: Collection[str], carry: Carry | None, work: W
             carry = replace(carry, result=_score(carry, work.detector, work.folder, clock,
                                                  {"separation": carry.decision}))
         stage = following(stage)
+    clock.close()  # the last stage's time and span end here, before a handoff
     return stage, carry
 
 

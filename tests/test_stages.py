@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import yaml
 from opentelemetry import trace
 from starlette.testclient import TestClient
@@ -25,6 +26,7 @@ from batch.pipeline import HANDOFF_FILES, StageClock, run_job
 from batch.score import FILES as OUTPUT_FILES
 from batch.stages import STAGES, parse_stages
 from batch.worker import Worker
+from models.synthetic import rock_beat
 from tests.test_batch_service import _worker_process, submit, wait_for
 from tests.test_tracing import assert_child, children, span_named, spans  # noqa: F401 (a fixture)
 from web.app import create_app
@@ -52,11 +54,13 @@ def wait_until(condition, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def stage_workers(client: TestClient, settings, *stage_sets: str) -> Iterator[list[Worker]]:
-    """In-process workers of ``stage_sets`` (threads of this process, so their spans are read here)."""
+def stage_workers(client: TestClient, settings, *stage_sets: str, separation=None) -> Iterator[list[Worker]]:
+    """In-process workers of ``stage_sets`` (threads of this process, so their spans are read here);
+    ``separation`` goes to those that take the separate stage."""
     store = client.app.state.store
     workers = [Worker(JobStore(store.redis, settings), client.app.state.detector, settings, name=f"w-{stages}",
-                      stages=parse_stages(stages)) for stages in stage_sets]
+                      stages=parse_stages(stages), separation=separation if "separate" in stages else None)
+               for stages in stage_sets]
     threads = [threading.Thread(target=worker.run, daemon=True) for worker in workers]
     for thread in threads:
         thread.start()
@@ -175,6 +179,28 @@ def test_cancel_while_the_job_is_in_a_middle_stage(settings, long_beat_wav):
         storage = client.app.state.storage
         assert storage.exists(job_id, "input.wav")
         assert not any(storage.exists(job_id, name) for name in [*OUTPUT_FILES.values(), *HANDOFF_FILES])
+
+
+def test_the_gpu_pool_decides_on_separation_and_hands_the_drums_to_detection(settings, tmp_path):
+    """Only the separate,detect worker has separation (a tiny Demucs made here): a full mix sent
+    with separate=auto is judged and separated there, though the CPU worker that decoded it has none."""
+    pytest.importorskip("demucs.htdemucs")
+    from models.separation import Separation, load_separator, save_model
+    from tests.test_separation import tiny_htdemucs, with_band
+
+    separation = Separation(load_separator(save_model(tiny_htdemucs(), tmp_path, "tiny"), name="tiny", device="cpu"))
+    drums, _ = rock_beat(bars=4, bpm=100, rate=44100)
+    sf.write(mix := tmp_path / "mix.wav", with_band(drums, 44100), 44100)
+    api_only = dataclasses.replace(settings, workers=0)
+    with TestClient(create_app(api_only)) as client, stage_workers(client, settings, CPU, GPU, separation=separation):
+        job_id = submit(client, mix, separate="auto").json()["id"]
+        assert wait_for(client, job_id, timeout=120)["status"] == "succeeded"
+        result = client.get(f"/api/v1/jobs/{job_id}/result").json()
+        store = client.app.state.store
+        assert result["separation"]["applied"] and result["separation"]["full_mix"]
+        assert result["separation"]["model"] == "tiny"
+        assert {"decode", "separate", "detect", "score"} <= set(store.stage_totals())
+        assert store.get(job_id)["hop"] == "2"
 
 
 def test_one_stage_per_worker_works_too(settings, beat_wav):
