@@ -43,7 +43,7 @@ def _store(request: Request) -> JobStore:
     return request.app.state.store
 
 
-async def _job(request: Request) -> dict:
+async def visible_job(request: Request) -> dict:
     """The job, if the request's key may see it (another key's job is as unknown as a wrong id)."""
     try:
         return await run_in_threadpool(_store(request).public, request.path_params["job_id"], key_name(request))
@@ -132,7 +132,7 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def show(request: Request) -> Response:
-    return JSONResponse(await _job(request))
+    return JSONResponse(await visible_job(request))
 
 
 async def events(request: Request) -> Response:
@@ -140,7 +140,7 @@ async def events(request: Request) -> Response:
     changed, until the job ends (a stage shorter than the poll may pass unseen). A Redis fault
     midway ends the stream with an ``unavailable`` event (the client may reconnect), not a
     broken response."""
-    first = await _job(request)
+    first = await visible_job(request)
     store, job_id = _store(request), first["id"]
 
     async def stream():
@@ -173,7 +173,7 @@ def gone() -> ApiError:
     return ApiError(410, "gone", "the job's files are gone")
 
 
-def _finished_file(job: dict, fmt: str) -> tuple[str, str]:
+def finished_file(job: dict, fmt: str) -> tuple[str, str]:
     """The stored name and media type of a succeeded job's output ``fmt``."""
     if fmt not in MEDIA_TYPES:
         raise ApiError(404, "not_found", f"unknown format {fmt!r}; one of {', '.join(MEDIA_TYPES)}")
@@ -191,7 +191,7 @@ def _byte_range(request: Request) -> ByteRange | None:
     return int(match[1]), int(match[2]) if match[2] else None
 
 
-async def _send(request: Request, job_id: str, name: str, media_type: str, filename: str | None = None) -> Response:
+async def send_stored(request: Request, job_id: str, name: str, media_type: str, filename: str | None = None) -> Response:
     """A stored file: served from the local folder, streamed from the bucket (a byte range of it
     too), or, for a download with ``DRUMSCRIBE_S3_PRESIGN_SECONDS`` set, a redirect to a presigned
     URL of the bucket."""
@@ -223,8 +223,8 @@ async def _send(request: Request, job_id: str, name: str, media_type: str, filen
 
 
 async def result(request: Request) -> Response:
-    job = await _job(request)
-    return await _send(request, job["id"], *_finished_file(job, "json"))
+    job = await visible_job(request)
+    return await send_stored(request, job["id"], *finished_file(job, "json"))
 
 
 def file_stem(title: str) -> str:
@@ -235,16 +235,16 @@ def file_stem(title: str) -> str:
 
 
 async def download(request: Request) -> Response:
-    job = await _job(request)
-    name, media_type = _finished_file(job, request.path_params["fmt"])
+    job = await visible_job(request)
+    name, media_type = finished_file(job, request.path_params["fmt"])
     stem = file_stem(job["title"] or "drumscribe") or "drumscribe"
     variant = " (quantized)" if request.path_params["fmt"] == "midi_quantized" else ""  # beside the performance MIDI
-    return await _send(request, job["id"], name, media_type, filename=f"{stem}{variant}{Path(name).suffix}")
+    return await send_stored(request, job["id"], name, media_type, filename=f"{stem}{variant}{Path(name).suffix}")
 
 
 async def remove(request: Request) -> Response:
     """Cancel a queued or running job; delete a finished one with its files."""
-    job = await _job(request)
+    job = await visible_job(request)
     store = _store(request)
     if job["status"] not in FINAL_STATES:
         return JSONResponse(await run_in_threadpool(store.cancel, job["id"]))

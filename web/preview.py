@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from batch.score.render import PAGE, SMUFL_SPAN, SMUFL_TEXT, _toolkit
+from batch.score.render import PAGE, SMUFL_SPAN, SMUFL_TEXT, load_toolkit
 from batch.storage import Storage
 from web.errors import ApiError
-from web.jobs_api import _finished_file, _job, gone
+from web.jobs_api import finished_file, gone, visible_job
 from web.recordings import recording_name
 from web.score_clock import score_clock
 
@@ -62,7 +62,7 @@ def plain_text(svg: str) -> str:
 
 def render_view(musicxml: bytes, result: dict, layout: str = "a4") -> tuple[list[str], dict]:
     """The score's SVG pages and what the page's player needs to follow them."""
-    toolkit = _toolkit(musicxml, LAYOUTS[layout])
+    toolkit = load_toolkit(musicxml, LAYOUTS[layout])
     pages = [plain_text(toolkit.renderToSVG(page)) for page in range(1, toolkit.getPageCount() + 1)]
     timemap = toolkit.renderToTimemap({"includeMeasures": True})
     measures = [(entry["qstamp"], entry["measureOn"]) for entry in timemap if "measureOn" in entry]
@@ -101,8 +101,8 @@ def stored_page(storage: Storage, job_id: str, musicxml: str, layout: str, page:
 
 
 async def view(request: Request) -> Response:
-    job = await _job(request)
-    musicxml, _ = _finished_file(job, "musicxml")
+    job = await visible_job(request)
+    musicxml, _ = finished_file(job, "musicxml")
     layout = layout_of(request)
     try:
         found = await run_in_threadpool(stored_view, request.app.state.storage, job["id"], musicxml, layout)
@@ -115,8 +115,8 @@ async def view(request: Request) -> Response:
 
 
 async def preview(request: Request) -> Response:
-    job = await _job(request)
-    musicxml, _ = _finished_file(job, "musicxml")
+    job = await visible_job(request)
+    musicxml, _ = finished_file(job, "musicxml")
     page, layout = request.path_params["page"], layout_of(request)
     try:
         svg = await run_in_threadpool(stored_page, request.app.state.storage, job["id"], musicxml, layout, page)

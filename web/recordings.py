@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from batch.jobs import JobNotFound
 from web.errors import ApiError
-from web.jobs_api import _job, _send
+from web.jobs_api import send_stored, visible_job
 
 AUDIO_TYPES = {
     ".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".oga": "audio/ogg",
@@ -44,12 +44,12 @@ def recording_name(request: Request, job_id: str) -> str | None:
 
 
 async def audio(request: Request) -> Response:
-    job = await _job(request)
+    job = await visible_job(request)
     name = await run_in_threadpool(recording_name, request, job["id"])
     if name is None:
         raise ApiError(404, "not_found", "this job keeps no recording")
     media_type = AUDIO_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
-    return await _send(request, job["id"], name, media_type)
+    return await send_stored(request, job["id"], name, media_type)
 
 
 routes = [Route("/jobs/{job_id:str}/audio", audio, methods=["GET"])]

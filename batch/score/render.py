@@ -57,13 +57,13 @@ def musicxml_bytes(score: stream.Score) -> bytes:
 
 def svg_pages(musicxml: bytes) -> list[str]:
     """One SVG per A4 page."""
-    toolkit = _toolkit(musicxml, PAGE)
+    toolkit = load_toolkit(musicxml, PAGE)
     return [toolkit.renderToSVG(page) for page in range(1, toolkit.getPageCount() + 1)]
 
 
 def system_svg(musicxml: bytes) -> str:
     """All bars on one line, cropped to fit: the live view."""
-    return _toolkit(musicxml, SYSTEM).renderToSVG(1)
+    return load_toolkit(musicxml, SYSTEM).renderToSVG(1)
 
 
 def pdf_bytes(pages: list[str]) -> bytes:
@@ -94,7 +94,7 @@ def cairo_ready(svg: str) -> bytes:
     return USE.sub(inline, SMUFL_SPAN.sub(plain, svg)).encode()
 
 
-def _toolkit(musicxml: bytes, options: dict) -> verovio.toolkit:
+def load_toolkit(musicxml: bytes, options: dict) -> verovio.toolkit:
     # The package sets its data folder as a default for the importing thread only; workers
     # render in other threads, so every toolkit is told where its fonts are.
     toolkit = verovio.toolkit(False)
