@@ -5,7 +5,6 @@
 import { openScore, score } from './score-view.js';
 
 const API = '/api/v1';
-const FAMILIES = ['kick', 'snare', 'hihat', 'tom', 'cymbal'];
 const FORMATS = ['musicxml', 'pdf', 'midi'];
 const RTC_CONNECT_TIMEOUT_MS = 6000;
 const params = new URLSearchParams(location.search);
