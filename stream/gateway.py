@@ -8,8 +8,9 @@ malformed or too deeply nested JSON, unknown messages, a bad ``start``); 1008 fo
 (idle, too long, too slow, too many sessions from one address, no valid API key, the key's
 live limit, the address's rate limit); 1009 for a frame or text message over the limit; 1011
 when the score could not be queued, the recording cannot be written, or anything unforeseen
-went wrong; 1013 when the gateway is full. Every session that got ``ready`` is recorded to disk as it streams and finalized,
-however it ends, and stays reachable by its ``session_id``.
+went wrong; 1013 when the gateway is full or Redis cannot check the session's API key. Every
+session that got ``ready`` is recorded to disk as it streams and finalized, however it ends,
+and stays reachable by its ``session_id``.
 """
 from __future__ import annotations
 
