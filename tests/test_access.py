@@ -357,7 +357,7 @@ def test_keys_are_off_on_loopback_and_on_elsewhere_unless_set():
 
 
 def test_the_page_asks_for_a_key_and_uses_it_for_uploads_downloads_and_live(settings, beat_wav, browser, page):
-    from tests.test_browser import download_text
+    from tests.test_browser import download_text, wait_until
 
     live = dataclasses.replace(FAST, pace_grace=60.0)
     with RunningServer(create_app(settings, live_settings=live, http_settings=KEYS_ON)) as server:
@@ -392,3 +392,8 @@ def test_the_page_asks_for_a_key_and_uses_it_for_uploads_downloads_and_live(sett
         page.reload()  # kept: not asked again
         page.wait_for_selector("#recent li[data-status=succeeded]")
         assert len(asked) == 2
+        keys.revoke(server.app.state.store.redis, "page")  # the offer gets 401, the WebSocket's start unauthorized
+        page.get_by_test_id("live-start").click()
+        wait_until(page, "window.drumscribe.live.error !== null", 30_000)
+        assert page.evaluate("window.drumscribe.live.error.code") == "unauthorized"
+        assert page.locator("#live-status").text_content().startswith("This server did not accept your API key")

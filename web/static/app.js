@@ -49,6 +49,9 @@ const LIVE_ERRORS = {
   finalize_failed: 'The server could not start writing your score. What you played is kept; it will be listed under Recent once the server is back.',
   too_big: 'The browser sent more audio at once than the server accepts. Reload the page and try again.',
   internal: 'Something went wrong on the server and the session stopped. Press Start to try again.',
+  unauthorized: 'This server did not accept your API key (it may have been revoked). Reload the page to enter a valid one.',
+  rate_limited: 'Too many sessions were started from your network just now. Wait a minute and press Start again.',
+  unavailable: 'The server cannot check your API key right now. Try again in a moment.',
 };
 
 // The tempo mark's SMuFL note glyphs in verovio's SVG, as the Unicode notes any text font has.
