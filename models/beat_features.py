@@ -27,13 +27,18 @@ SNARE_GAPS = (1, 2, 4)  # pulses between struck snares: a backbeat is 2 at the r
 DOWNBEAT_FEATURES = 13
 
 
-def positions(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
-    """Pulse coordinates of the hits: 2.5 is halfway between the third and fourth pulse."""
-    times = np.array([hit.t for hit in hits])
+def pulse_index(times: np.ndarray, pulses: np.ndarray) -> np.ndarray:
+    """Pulse coordinates of ``times``: 2.5 is halfway between the third and fourth pulse; before
+    the first pulse and after the last, the end periods go on."""
     index = np.interp(times, pulses, np.arange(len(pulses), dtype=float))
     first, last = pulses[1] - pulses[0], pulses[-1] - pulses[-2]
     index = np.where(times < pulses[0], (times - pulses[0]) / first, index)
     return np.where(times > pulses[-1], len(pulses) - 1 + (times - pulses[-1]) / last, index)
+
+
+def positions(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
+    """Pulse coordinates of the hits."""
+    return pulse_index(np.array([hit.t for hit in hits]), pulses)
 
 
 def _weights(hits: list[Hit]) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from models.peaks import Hit
-from models.beat_features import BINS, downbeat_features, octave_features, positions
+from models.beat_features import BINS, downbeat_features, octave_features, positions, pulse_index
 from models.tempo import estimate_bpm
 from models.vocab import FAMILIES
 
@@ -74,12 +74,7 @@ class Grid:
 
     def quarters(self, times: np.ndarray | list[float] | float) -> np.ndarray:
         """Quarter notes since the first downbeat at each time."""
-        pulses = np.asarray(self.pulse_times)
-        t = np.asarray(times, dtype=float)
-        index = np.interp(t, pulses, np.arange(len(pulses), dtype=float))
-        index = np.where(t < pulses[0], (t - pulses[0]) / (pulses[1] - pulses[0]), index)
-        index = np.where(t > pulses[-1], len(pulses) - 1 + (t - pulses[-1]) / (pulses[-1] - pulses[-2]), index)
-        return index * float(self.pulse_ql)
+        return pulse_index(np.asarray(times, dtype=float), np.asarray(self.pulse_times)) * float(self.pulse_ql)
 
     def bars_done(self, until: float) -> int:
         """Bars completed by ``until`` seconds."""
