@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from batch.score.quantize import quantize
+from batch.score.timeline import seconds_at
 from models.beats import Grid, estimate_grid
 from models.evaluate import MDB_FAMILY
 from models.peaks import Hit
@@ -69,17 +70,10 @@ def f_measure(found: np.ndarray, truth: np.ndarray, tolerance: float = BEAT_TOLE
 
 def grid_beats(grid: Grid, duration: float) -> tuple[np.ndarray, np.ndarray]:
     """The grid's counted beats and downbeats within [0, duration] seconds."""
-    pulses = np.asarray(grid.pulse_times)
-    pulse_ql = float(grid.pulse_ql)
-    quarters = np.arange(len(pulses)) * pulse_ql
     last = float(grid.quarters(duration))
     beat_ql = float(grid.beat_ql)
     positions = np.arange(np.floor(float(grid.quarters(0.0)) / beat_ql), np.ceil(last / beat_ql) + 1) * beat_ql
-    slope_start = (pulses[1] - pulses[0]) / pulse_ql
-    slope_end = (pulses[-1] - pulses[-2]) / pulse_ql
-    times = np.interp(positions, quarters, pulses)
-    times = np.where(positions < 0, pulses[0] + positions * slope_start, times)
-    times = np.where(positions > quarters[-1], pulses[-1] + (positions - quarters[-1]) * slope_end, times)
+    times = seconds_at(grid, positions)
     inside = (times >= -BEAT_TOLERANCE) & (times <= duration + BEAT_TOLERANCE)
     downbeat = np.isclose(np.mod(positions, float(grid.bar_ql)), 0.0)
     return times[inside], times[inside & downbeat]
