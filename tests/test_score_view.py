@@ -4,7 +4,6 @@ and download names; against a real Redis, a real worker and verovio, with job fi
 folders and in a bucket of a real S3 API server (moto's, on loopback)."""
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from pathlib import Path
@@ -15,19 +14,13 @@ import soundfile as sf
 from starlette.testclient import TestClient
 
 from models.synthetic import hihat, kick, place, rock_beat, snare
+from tests.test_batch_service import settings  # noqa: F401 (each test on local folders, then a bucket)
 from web.app import create_app
 from web.jobs_api import file_stem
 from web.live import session_title
 from web.score_clock import score_clock
 
 FORTY_BARS = 40  # at 100 bpm: 97 s, two pages
-
-
-@pytest.fixture(params=["local", "s3"])
-def settings(request, settings):
-    if request.param == "local":
-        return settings
-    return dataclasses.replace(settings, storage=request.getfixturevalue("s3_storage"))
 
 
 @pytest.fixture(scope="module")
