@@ -33,7 +33,11 @@ ByteRange = tuple[int, int | None]  # first and last byte (None: to the end), as
 
 
 class RangeNotSatisfiable(ValueError):
-    """A byte range that starts at or past the end of the file."""
+    """A byte range that starts at or past the end of the file, which is ``total`` bytes long."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__(f"the range starts past the end of the file's {total} bytes")
+        self.total = total
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,7 @@ class LocalStorage:
         first, last = byte_range or (0, None)
         if byte_range is not None and first >= total:
             file.close()
-            raise RangeNotSatisfiable(f"{first} of {total} bytes")
+            raise RangeNotSatisfiable(total)
         size = (total if last is None else min(last + 1, total)) - first
         file.seek(first)
 
@@ -257,7 +261,9 @@ class S3Storage:
                 reply = self.client.get_object(**request)
         except StorageError as error:
             if _code(error.__cause__) == "InvalidRange":
-                raise RangeNotSatisfiable(request["Range"]) from error
+                with self._errors(key):
+                    total = int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+                raise RangeNotSatisfiable(total) from error
             raise
         body, size = reply["Body"], int(reply["ContentLength"])
         whole = reply.get("ContentRange")  # "bytes first-last/total" when a range was asked

@@ -77,6 +77,7 @@ def test_api_and_worker_share_nothing_but_redis_and_the_bucket(bucket_settings, 
         assert part.headers["content-range"] == f"bytes 10-19/{len(result.content)}"
         beyond = client.get(f"/api/v1/jobs/{job_id}/result", headers={"Range": f"bytes={len(result.content)}-"})
         assert beyond.status_code == 416 and beyond.json()["error"]["code"] == "range_not_satisfiable"
+        assert beyond.headers["content-range"] == f"bytes */{len(result.content)}"
         download = client.get(f"/api/v1/jobs/{job_id}/download/musicxml", follow_redirects=False)
         assert download.status_code == 307 and download.headers["location"].startswith(client.app.state.storage.client.meta.endpoint_url)
         direct = httpx.get(download.headers["location"])  # the bucket itself answers the presigned URL
@@ -175,8 +176,9 @@ def test_files_and_byte_ranges_read_alike_from_a_folder_and_a_bucket(kind, tmp_p
         blob = storage.open(job_id, "input.bin", byte_range)
         assert b"".join(blob.chunks) == expected and blob.size == len(expected) and blob.total == len(data)
         assert blob.content_range == f"bytes {byte_range[0]}-{byte_range[0] + len(expected) - 1}/{len(data)}"
-    with pytest.raises(RangeNotSatisfiable):
+    with pytest.raises(RangeNotSatisfiable) as refused:
         storage.open(job_id, "input.bin", (len(data), None))
+    assert refused.value.total == len(data)
     with pytest.raises(FileNotFoundError):
         storage.open(job_id, "missing")
     with storage.workspace(job_id, fetch=["input.bin"]) as folder:

@@ -211,8 +211,9 @@ async def send_stored(request: Request, job_id: str, name: str, media_type: str,
         blob = await run_in_threadpool(storage.open, job_id, name, byte_range)
     except FileNotFoundError:
         raise gone() from None
-    except RangeNotSatisfiable:
-        raise ApiError(416, "range_not_satisfiable", "the byte range starts past the end of the file") from None
+    except RangeNotSatisfiable as error:  # with the size, as a player needs it (and FileResponse sends it)
+        raise ApiError(416, "range_not_satisfiable", "the byte range starts past the end of the file",
+                       {"Content-Range": f"bytes */{error.total}"}) from None
     headers = {"Content-Length": str(blob.size), "Accept-Ranges": "bytes"}
     if byte_range is not None:
         headers["Content-Range"] = blob.content_range
