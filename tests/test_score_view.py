@@ -145,6 +145,7 @@ def test_audio_is_the_upload_with_byte_ranges(settings, beat_wav):
         job_id = scored(client, beat_wav)
         whole = client.get(f"/api/v1/jobs/{job_id}/audio")
         part = client.get(f"/api/v1/jobs/{job_id}/audio", headers={"Range": "bytes=1000-1999"})
+        beyond = client.get(f"/api/v1/jobs/{job_id}/audio", headers={"Range": f"bytes={len(data)}-"})
         missing = client.get("/api/v1/jobs/0123456789abcdef0123456789abcdef/audio")
     assert whole.status_code == 200 and whole.content == data
     assert whole.headers["content-type"] == "audio/wav"
@@ -152,6 +153,8 @@ def test_audio_is_the_upload_with_byte_ranges(settings, beat_wav):
     assert part.status_code == 206, "seeking in the player needs ranges"
     assert part.content == data[1000:2000]
     assert part.headers["content-range"] == f"bytes 1000-1999/{len(data)}"
+    assert beyond.status_code == 416 and beyond.json()["error"]["code"] == "range_not_satisfiable"
+    assert beyond.headers["content-range"] == f"bytes */{len(data)}"
 
 
 def test_audio_with_a_suffix_that_is_not_audio_is_never_a_page(tmp_path, settings, beat_wav):

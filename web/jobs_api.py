@@ -197,23 +197,25 @@ async def send_stored(request: Request, job_id: str, name: str, media_type: str,
     URL of the bucket."""
     storage, presign_seconds = request.app.state.storage, request.app.state.settings.presign_seconds
     path = storage.path(job_id, name)
+    byte_range = _byte_range(request)
     if path is not None:
-        if not path.exists():
+        if not path.is_file():
             raise gone()
+        size = path.stat().st_size
+        if byte_range is not None and byte_range[0] >= size:  # FileResponse's own 416 is not JSON
+            raise _unsatisfiable(size)
         return FileResponse(path, media_type=media_type, filename=filename)
     if filename and presign_seconds > 0:
         if not await run_in_threadpool(storage.exists, job_id, name):
             raise gone()
         url = await run_in_threadpool(storage.presign, job_id, name, filename, media_type, presign_seconds)
         return RedirectResponse(url, status_code=307)
-    byte_range = _byte_range(request)
     try:
         blob = await run_in_threadpool(storage.open, job_id, name, byte_range)
     except FileNotFoundError:
         raise gone() from None
-    except RangeNotSatisfiable as error:  # with the size, as a player needs it (and FileResponse sends it)
-        raise ApiError(416, "range_not_satisfiable", "the byte range starts past the end of the file",
-                       {"Content-Range": f"bytes */{error.total}"}) from None
+    except RangeNotSatisfiable as error:
+        raise _unsatisfiable(error.total) from None
     headers = {"Content-Length": str(blob.size), "Accept-Ranges": "bytes"}
     if byte_range is not None:
         headers["Content-Range"] = blob.content_range
@@ -221,6 +223,12 @@ async def send_stored(request: Request, job_id: str, name: str, media_type: str,
         headers["Content-Disposition"] = attachment(filename)
     return StreamingResponse(blob.chunks, status_code=206 if byte_range else 200, media_type=media_type,
                              headers=headers)
+
+
+def _unsatisfiable(total: int) -> ApiError:
+    """416 with the file's size, which HTTP asks for so that a client (the page's player) learns it."""
+    return ApiError(416, "range_not_satisfiable", "the byte range starts past the end of the file",
+                    {"Content-Range": f"bytes */{total}"})
 
 
 async def result(request: Request) -> Response:
