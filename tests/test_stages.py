@@ -229,6 +229,8 @@ def test_a_job_handed_between_workers_stays_one_trace(spans, settings, beat_wav)
     assert "drumscribe.status" not in hops[0].attributes and hops[2].attributes["drumscribe.status"] == "succeeded"
     assert set(children(spans, hops[0])) == {"decode"}
     assert set(children(spans, hops[1])) == {"detect"}  # separation unavailable: decided, not run
+    decode, detect = children(spans, hops[0])["decode"], children(spans, hops[1])["detect"]
     score = children(spans, hops[2])["score"]
     assert set(children(spans, hops[2])) == {"score"} and "render" in children(spans, score)
-    assert hops[0].end_time <= hops[1].start_time and hops[1].end_time <= hops[2].start_time
+    # a hop's span ends just after it hands on, so the next may start first; its stages may not
+    assert decode.end_time <= hops[1].start_time and detect.end_time <= hops[2].start_time
