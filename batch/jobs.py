@@ -357,8 +357,8 @@ class JobStore:
 
     def _read(self, consumer: str, streams: dict[str, str], block_ms: int | None) -> dict[str, list]:
         """At most one new entry of each of ``streams`` for ``consumer``, by stream."""
-        reply = self.redis.xreadgroup(self.settings.group_name, consumer, streams, count=1, block=block_ms)
-        return {name: entries for name, entries in reply or []}
+        reply = self.redis.xreadgroup(self.settings.group_name, consumer, streams, count=1, block=block_ms) or []
+        return dict(reply.items() if isinstance(reply, dict) else reply)  # RESP3 answers a map, RESP2 pairs
 
     def _start(self, stream: str, stage: str, entry_id: str, fields: dict[str, str], consumer: str,
                trace: dict[str, str]) -> Delivery | None:
