@@ -45,8 +45,14 @@ def _weights(hits: list[Hit]) -> np.ndarray:
     return np.array([0.5 + hit.velocity for hit in hits])
 
 
-def _in_group(hits: list[Hit], group: str) -> np.ndarray:
-    return np.array([hit.instrument in GROUPS[group] or hit.family in GROUPS[group] for hit in hits])
+def _labels(hits: list[Hit]) -> tuple[np.ndarray, np.ndarray]:
+    """Each hit's instrument and family, read once per feature vector (not once per group)."""
+    return np.array([hit.instrument for hit in hits], dtype=object), np.array([hit.family for hit in hits], dtype=object)
+
+
+def _in_group(labels: tuple[np.ndarray, np.ndarray], group: str) -> np.ndarray:
+    instruments, families = labels
+    return np.isin(instruments, GROUPS[group]) | np.isin(families, GROUPS[group])
 
 
 def _alternation(pulse: np.ndarray, weight: np.ndarray) -> float:
@@ -71,15 +77,16 @@ def octave_features(hits: list[Hit], pulses: np.ndarray) -> np.ndarray:
     place = slot % BINS
     pulse = slot // BINS
     weight = _weights(hits)
+    labels = _labels(hits)
     shares = []
     for group in GROUPS:
-        member = _in_group(hits, group)
+        member = _in_group(labels, group)
         total = weight[member].sum()
         for offsets in PLACES.values():
             at = member & np.isin(place, offsets)
             shares.append(weight[at].sum() / total if total > 0 else 0.0)
     on = place == 0
-    snare, kick = _in_group(hits, "snare") & on, _in_group(hits, "kick") & on
+    snare, kick = _in_group(labels, "snare") & on, _in_group(labels, "kick") & on
     spanned = max(1, int(pulse.max() - pulse.min()) + 1)
     return np.array([octave, octave * octave, *shares,
                      _alternation(pulse[snare], weight[snare]), _alternation(pulse[kick], weight[kick]),
@@ -104,16 +111,18 @@ def downbeat_features(hits: list[Hit], pulses: np.ndarray, per_bar: int, downbea
         total = weight[member].sum()
         return float(weight[member & where].sum() / total) if total > 0 else 0.0
 
-    kick, snare = _in_group(hits, "kick") & on, _in_group(hits, "snare") & on
-    crash = np.array([hit.instrument in ("crash", "china", "splash") for hit in hits]) & on
-    tom = np.array([hit.family == "tom" for hit in hits])
+    labels = _labels(hits)
+    instruments, families = labels
+    kick, snare = _in_group(labels, "kick") & on, _in_group(labels, "snare") & on
+    crash = np.isin(instruments, ("crash", "china", "splash")) & on
+    tom = families == "tom"
     anywhere = np.ones(len(hits), dtype=bool)
     last = beat == per_bar - 1
     middle = beat == per_bar // 2 if per_bar % 2 == 0 else np.zeros(len(hits), dtype=bool)
     backbeat = (beat % 2 == 1) if per_bar % 2 == 0 else (beat != 0)
     first = int(np.argmin([hit.t for hit in hits]))
-    every_kick, every_snare = _in_group(hits, "kick"), _in_group(hits, "snare")
-    open_hat = np.array([hit.instrument == "hihat_open" for hit in hits])
+    every_kick, every_snare = _in_group(labels, "kick"), _in_group(labels, "snare")
+    open_hat = instruments == "hihat_open"
     return np.array([share(kick, beat == 0), share(crash, beat == 0), share(kick, middle), share(snare, beat == 0),
                      share(snare, backbeat), share(on, beat == 0), float(beat[first] == 0 and on[first]),
                      share(every_kick, beat == 0), share(every_kick, last), share(tom, last), share(every_snare, last),

@@ -180,13 +180,15 @@ def _track(times: np.ndarray, weights: np.ndarray, period: float, first: float, 
     """Pulse times from ``first`` past ``end``: each pulse is predicted, then nudged toward its hits."""
     pulses = [first]
     current = period
+    slowest, fastest = period * (1 + MAX_DRIFT), period * (1 - MAX_DRIFT)
     while len(pulses) < 2 or pulses[-1] < end:
         predicted = pulses[-1] + current
         lo, hi = np.searchsorted(times, [predicted - WINDOW * current, predicted + WINDOW * current])
-        if hi > lo:
-            error = float(np.average(times[lo:hi] - predicted, weights=weights[lo:hi]))
+        if hi > lo:  # (np.average's arithmetic, without its checks: this runs once a pulse)
+            near = weights[lo:hi]
+            error = float(((times[lo:hi] - predicted) * near).sum() / near.sum())
             predicted += PHASE_GAIN * error
-            current = float(np.clip(current + TEMPO_GAIN * error, period * (1 - MAX_DRIFT), period * (1 + MAX_DRIFT)))
+            current = min(max(current + TEMPO_GAIN * error, fastest), slowest)
         pulses.append(predicted)
     return np.array(pulses)
 
