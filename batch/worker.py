@@ -148,7 +148,8 @@ class Worker:
             ended = self._redis(self.store.finish, delivery, "failed", str(error))
         except Exception as error:  # a bug or a broken file: fail the job, keep the worker
             log.exception("job %s failed", delivery.job_id)
-            ended = self._redis(self.store.finish, delivery, "failed", f"internal error: {type(error).__name__}: {error}")
+            reason = f"internal error: {type(error).__name__}: {error}"
+            ended = self._redis(self.store.finish, delivery, "failed", reason)
         else:
             if next_stage is not None:
                 if self._redis(self.store.hand_on, delivery, next_stage):  # settles the entry too

@@ -110,8 +110,8 @@ def main() -> None:
                 totals.append(total)
                 latencies.append(statistics.median(each))
             total = statistics.median(totals)
-            print(f"| {len(stage_sets)} | {name} | {60 * args.jobs / total:.1f} | {args.jobs * args.seconds / total:.0f}× "
-                  f"| {statistics.median(latencies):.2f} |", flush=True)
+            print(f"| {len(stage_sets)} | {name} | {60 * args.jobs / total:.1f} "
+                  f"| {args.jobs * args.seconds / total:.0f}× | {statistics.median(latencies):.2f} |", flush=True)
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
