@@ -3,7 +3,7 @@
 Each stage reports progress through ``report(stage, fraction)``; a report that returns
 False means the job was cancelled (or handed to another worker) and the pipeline stops.
 Each stage is also a span (``batch.tracing``), a child of the span current when it starts.
-The same ``finalize`` turns a live session's recording into scores.
+A live session's recording is queued as a job and goes through the same stages.
 
 ``run_stages`` runs only the stages a worker takes (``batch.stages``) and returns what the next
 stage needs (``Carry``), which goes to the next worker as one file of the job (``dump``/``load``).
@@ -97,18 +97,6 @@ def detect(detector: Detector, audio: np.ndarray, progress: Callable[[float], No
         progress(min(1.0, (start + step) / max(1, len(audio))))
     hits += stream.flush()
     return sorted(hits, key=hit_order)
-
-
-def finalize(detector: Detector, source: np.ndarray, source_rate: int, folder: Path, title: str,
-             clock: StageClock, hits: list[Hit] | None = None,
-             detect_from: tuple[np.ndarray, int] | None = None, extra: dict | None = None) -> dict:
-    """Detect (unless ``hits`` are given) in ``detect_from`` (the separated drums and their rate;
-    default the source), score and write every output into ``folder``."""
-    audio, rate = detect_from or (source, source_rate)
-    carry = Carry(title, len(source) / source_rate, source_rate, audio, rate, hits=hits)
-    if hits is None:
-        carry = _detect(carry, detector, clock)
-    return _score(carry, detector, folder, clock, extra)
 
 
 @dataclass(frozen=True)
