@@ -1,5 +1,6 @@
 """Page images of the scores of the mdb-dev drum stems, as DrumScribe draws them (Verovio)
-and as MuseScore 3 lays out the same MusicXML, to look for collisions by eye.
+and as MuseScore 3 lays out the same MusicXML, to look at (``bench/score_collisions.py``
+measures their collisions).
 
 Writes ``OUT/<track>-verovio-<page>.png`` and ``OUT/<track>-musescore-<page>.png`` at 80 dpi
 (``pdftoppm``; MuseScore pages only where ``mscore3`` is installed), and prints each score's
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import mido
 
-from batch.score import make_score, write_outputs
+from batch.score import DrumScore, make_score, write_outputs
 from models.audio import read_audio, resample
 from models.beats import Grid
 from models.detector import Detector
@@ -37,9 +38,17 @@ def pages(pdf: Path, out: Path, prefix: str) -> list[Path]:
     return sorted(out.glob(f"{prefix}-*.png"))
 
 
-def musescore_pdf(musicxml: Path, pdf: Path) -> None:
-    subprocess.run(["mscore3", "-o", str(pdf), str(musicxml)], check=True, capture_output=True, timeout=300,
+def musescore(musicxml: Path, out: Path) -> None:
+    """MuseScore 3's layout of the MusicXML, as ``out``'s suffix says (an SVG: ``out-1.svg`` a page)."""
+    subprocess.run(["mscore3", "-o", str(out), str(musicxml)], check=True, capture_output=True, timeout=300,
                    env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+
+
+def transcribed(detector: Detector, data: Path, track: str) -> tuple[list[Hit], DrumScore]:
+    """The shipped detector's hits on a track's drum stem, and their score."""
+    audio, rate = read_audio(data / f"{track}_drums.wav")
+    hits = detector.transcribe(resample(audio, rate, detector.card.sample_rate))
+    return hits, make_score(hits, len(audio) / rate, track)
 
 
 def midi_error(midi: Path, hits: list[Hit], grid: Grid) -> float:
@@ -66,13 +75,11 @@ def main() -> None:
     detector = Detector()
     with tempfile.TemporaryDirectory() as temp:
         for track in args.tracks:
-            audio, rate = read_audio(args.data / f"{track}_drums.wav")
-            hits = detector.transcribe(resample(audio, rate, detector.card.sample_rate))
-            score = make_score(hits, len(audio) / rate, track)
+            hits, score = transcribed(detector, args.data, track)
             paths = write_outputs(score, hits, Path(temp) / track, {})
             drawn = pages(paths["pdf"], args.out, f"{track}-verovio")
             if shutil.which("mscore3"):
-                musescore_pdf(paths["musicxml"], Path(temp) / track / "musescore.pdf")
+                musescore(paths["musicxml"], Path(temp) / track / "musescore.pdf")
                 drawn += pages(Path(temp) / track / "musescore.pdf", args.out, f"{track}-musescore")
             grid = score.grid
             error = midi_error(paths["midi"], hits, grid)
