@@ -24,7 +24,8 @@ PLACES = {"on": (0,), "half": (6,), "quarter": (3, 9), "triplet": (4, 8)}
 REFERENCE_BPM = 100.0
 OCTAVE_FEATURES = 2 + len(GROUPS) * len(PLACES) + 7
 SNARE_GAPS = (1, 2, 4)  # pulses between struck snares: a backbeat is 2 at the right octave
-DOWNBEAT_FEATURES = 13
+DOWNBEAT_FEATURES = 19
+SHARE_PRIOR = 2.0  # weight added to each cue's total: one stray crash is weak evidence, twenty are strong
 
 
 def pulse_index(times: np.ndarray, pulses: np.ndarray) -> np.ndarray:
@@ -100,7 +101,10 @@ def downbeat_features(hits: list[Hit], pulses: np.ndarray, per_bar: int, downbea
     Kicks and crashes on one, kicks halfway through the bar, snares on one (against) and on
     the other beats of a backbeat, all hits on one, and whether the first hit is on one
     (recordings mostly start on a downbeat); kicks anywhere in the first and last beat;
-    the fill before one: toms, snares, open hi-hats and all hits in the last beat.
+    the fill before one: toms, snares, open hi-hats and all hits in the last beat; kicks on
+    the "and" of each beat (rock's "one, three, three-and"); whether the first hi-hat or ride
+    and the first kick fall in beat one (a recording that opens with a fill enters the groove
+    on one). Shares are shrunk by ``SHARE_PRIOR``, so a cue heard once or twice counts little.
     """
     slot = np.round(positions(hits, pulses) * BINS).astype(int)
     beat = np.mod(slot // BINS - downbeat, per_bar)
@@ -109,7 +113,7 @@ def downbeat_features(hits: list[Hit], pulses: np.ndarray, per_bar: int, downbea
 
     def share(member: np.ndarray, where: np.ndarray) -> float:
         total = weight[member].sum()
-        return float(weight[member & where].sum() / total) if total > 0 else 0.0
+        return float(weight[member & where].sum() / (total + SHARE_PRIOR)) if total > 0 else 0.0
 
     labels = _labels(hits)
     instruments, families = labels
@@ -120,10 +124,18 @@ def downbeat_features(hits: list[Hit], pulses: np.ndarray, per_bar: int, downbea
     last = beat == per_bar - 1
     middle = beat == per_bar // 2 if per_bar % 2 == 0 else np.zeros(len(hits), dtype=bool)
     backbeat = (beat % 2 == 1) if per_bar % 2 == 0 else (beat != 0)
-    first = int(np.argmin([hit.t for hit in hits]))
+    times = np.array([hit.t for hit in hits])
+    first = int(np.argmin(times))
     every_kick, every_snare = _in_group(labels, "kick"), _in_group(labels, "snare")
     open_hat = instruments == "hihat_open"
+    kick_and = every_kick & (slot % BINS == BINS // 2)
+
+    def first_in_beat_one(member: np.ndarray) -> float:
+        return float(beat[np.flatnonzero(member)[np.argmin(times[member])]] == 0) if member.any() else 0.0
+
     return np.array([share(kick, beat == 0), share(crash, beat == 0), share(kick, middle), share(snare, beat == 0),
                      share(snare, backbeat), share(on, beat == 0), float(beat[first] == 0 and on[first]),
                      share(every_kick, beat == 0), share(every_kick, last), share(tom, last), share(every_snare, last),
-                     share(open_hat, last), share(anywhere, last)])
+                     share(open_hat, last), share(anywhere, last),
+                     *(share(kick_and, beat == b) if b < per_bar else 0.0 for b in range(4)),
+                     first_in_beat_one(_in_group(labels, "time")), first_in_beat_one(every_kick)])

@@ -60,6 +60,19 @@ def test_a_recording_that_starts_mid_bar_opens_with_a_pickup():
     assert grid.offset_s == pytest.approx(first_downbeat - bar, abs=0.03)
 
 
+def test_a_recording_that_opens_with_a_fill_enters_the_groove_on_one():
+    """As MDB's "Britpop" opens: snare sixteenths on beats 3 and 4 of a pickup bar, then a rock
+    groove whose kicks fall on 1, 3 and the "and" of 3 (so kicks alone cannot tell 1 from 3)."""
+    groove = {"hihat_closed": [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5], "kick": [0, 2, 2.5], "snare": [1, 3]}
+    hits = pattern(110, 12, groove, start=0.3 + 4 * 60 / 110)
+    beat = 60 / 110
+    hits = sorted([hit(0.3 + 2 * beat + i * beat / 4, "snare") for i in range(8)] + hits, key=lambda h: h.t)
+    grid = estimate_grid(hits)
+    bar = 4 * beat
+    entry = 0.3 + 4 * beat  # the first hi-hat and kick: bar one
+    assert (grid.offset_s - entry) / bar == pytest.approx(round((grid.offset_s - entry) / bar), abs=0.03)
+
+
 def test_the_tracker_keeps_working_through_detector_errors():
     rng = random.Random(3)
     hits = detector_like(pattern(120, 16, ROCK), 120, rng)
