@@ -14,6 +14,7 @@ from typing import Protocol
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from models.beats import estimate_grid
 from models.peaks import Hit
 from models.runtime import Step
 from stream.batcher import InferenceBatcher
@@ -57,6 +58,7 @@ class LiveRunner:
         self.session, self.batcher, self.settings = session, batcher, settings
         self.emit, self.finalizer, self.notation = emit, finalizer, notation
         self._notation_task: asyncio.Task | None = None
+        self._tempo_task: asyncio.Task | None = None
         self._notation_at = 0.0
         self._last_bar = -1
         self._final: asyncio.Task | None = None
@@ -81,9 +83,7 @@ class LiveRunner:
         """Run the network step a frame made (if any), send its hits, tempo and notation."""
         if step is not None:
             self._send_hits(self.session.take(await self.batcher.run(step)))
-        bpm = self.session.tempo_change()
-        if bpm is not None:
-            self.emit({"type": "tempo", "bpm": bpm})
+        self._maybe_tempo()
         self._maybe_notation()
         if self.session.full:
             raise SessionTooLong(f"sessions are limited to {self.settings.max_session_seconds:g} s of audio")
@@ -91,6 +91,24 @@ class LiveRunner:
     def _send_hits(self, hits: list[Hit]) -> None:
         if hits:
             self.emit({"type": "hits", "hits": [hit.to_dict() for hit in hits]})
+
+    def _maybe_tempo(self) -> None:
+        if self._tempo_task is not None and not self._tempo_task.done():
+            return  # one estimate at a time; the next frame asks again
+        if self.session.tempo_due():
+            self._tempo_task = asyncio.get_running_loop().create_task(self._estimate_tempo())
+
+    async def _estimate_tempo(self) -> None:
+        """The tracker the notation and the score use, over the whole session so far: tens of ms
+        for a long one, so it runs in a thread and never holds back another session's hits."""
+        hits, seconds = list(self.session.hits), self.session.seconds
+        try:
+            bpm = (await asyncio.to_thread(estimate_grid, hits, seconds)).bpm
+        except Exception:
+            log.exception("tempo estimate failed for session %s", self.session.id)
+            return
+        if self.open and self.session.tempo_moved(bpm):
+            self.emit({"type": "tempo", "bpm": bpm})
 
     def _maybe_notation(self) -> None:
         every = self.settings.notation_every

@@ -19,7 +19,6 @@ from models.audio import RESAMPLER_QUALITY  # the quality offline decoding uses:
 from models.detector import Detector, hit_order
 from models.peaks import Hit
 from models.runtime import Step, StepResult
-from models.beats import estimate_grid
 from stream.pcm import PcmDecoder, PcmFormat
 from stream.recording import Recording
 
@@ -123,16 +122,20 @@ class LiveSession:
         self.hits += hits
         return hits
 
-    def tempo_change(self) -> float | None:
-        """A new tempo estimate when it moved by more than a bpm since the last one sent."""
+    def tempo_due(self) -> bool:
+        """Whether the tempo should be estimated again (at most every ``TEMPO_EVERY_SECONDS`` of
+        audio, from 8 hits on); marks it as estimated."""
         if self.seconds - self._tempo_checked_at < TEMPO_EVERY_SECONDS or len(self.hits) < 8:
-            return None
+            return False
         self._tempo_checked_at = self.seconds
-        bpm = estimate_grid(self.hits, self.seconds).bpm  # the tracker the notation and the score use
+        return True
+
+    def tempo_moved(self, bpm: float) -> bool:
+        """Keep ``bpm`` as the session's tempo if it moved by more than a bpm since the last one sent."""
         if self.bpm is None or abs(bpm - self.bpm) > TEMPO_STEP_BPM:
             self.bpm = bpm
-            return bpm
-        return None
+            return True
+        return False
 
     def sorted_hits(self) -> list[Hit]:
         return sorted(self.hits, key=hit_order)
