@@ -211,7 +211,7 @@ def evaluate_mdb(folder: Path, source: str, detector=None) -> None:
 def evaluate_groove(folder: Path, split: str) -> None:
     """Tempo, metre, and beat and downbeat F-measure against the click each performance was
     played to (bar one at time zero, as the dataset was recorded)."""
-    from models.train.grooves import list_performances, read_events
+    from models.train.grooves import list_performances, performed_hits, read_events
 
     splits = set(split.split(","))
     tempo, metre, both, total = collections.Counter(), 0, 0, 0
@@ -222,7 +222,7 @@ def evaluate_groove(folder: Path, split: str) -> None:
         events = read_events(performance.midi_path)
         if not events or events[-1].time < MIN_SECONDS:
             continue
-        hits = [Hit(e.time, e.instrument, FAMILY_OF[e.instrument], e.velocity, 1.0) for e in events]
+        hits = performed_hits(events)
         duration = events[-1].time
         grid = estimate_grid(hits, duration)
         outcome = tempo_outcome(grid.bpm, performance.bpm)

@@ -22,7 +22,7 @@ from scipy.optimize import minimize
 from models.beat_features import DOWNBEAT_FEATURES, OCTAVE_FEATURES, downbeat_features, octave_features
 from models.beats import WEIGHTS, octave_candidates, track_pulses
 from models.peaks import Hit
-from models.train.grooves import list_performances, read_events
+from models.train.grooves import list_performances, performed_hits, read_events
 from models.vocab import FAMILY_OF, INSTRUMENTS
 
 MIN_SECONDS = 10.0
@@ -93,7 +93,7 @@ def examples(groove: Path, split: str, noisy: int, seed: int = 0) -> tuple[list[
         events = read_events(performance.midi_path)
         if not events or events[-1].time < MIN_SECONDS:
             continue
-        hits = [Hit(e.time, e.instrument, FAMILY_OF[e.instrument], e.velocity, 1.0) for e in events]
+        hits = performed_hits(events)
         for version in [hits] + [detector_like(hits, performance.bpm, rng) for _ in range(noisy)]:
             tried += 1
             item = example(version, performance.bpm, METRES[metre])

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import mido
 
-from models.vocab import INSTRUMENT_OF_GM
+from models.peaks import Hit
+from models.vocab import FAMILY_OF, INSTRUMENT_OF_GM
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,8 @@ def read_events(path: Path) -> list[DrumEvent]:
         if message.type == "note_on" and message.velocity > 0 and message.note in INSTRUMENT_OF_GM:
             events.append(DrumEvent(now, INSTRUMENT_OF_GM[message.note], message.velocity / 127))
     return events
+
+
+def performed_hits(events: list[DrumEvent]) -> list[Hit]:
+    """The events as the hits a perfect detector would report (the beat tracker's own input)."""
+    return [Hit(e.time, e.instrument, FAMILY_OF[e.instrument], e.velocity, 1.0) for e in events]
