@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import redis
 from starlette.concurrency import run_in_threadpool
 
+from batch.jobs import FINAL_STATES
 from batch.keys import ApiKey
 
 log = logging.getLogger("drumscribe.quotas")
@@ -32,18 +33,17 @@ JOB_CREATE_GRACE = 60.0  # seconds a slot may wait for its job record (taken jus
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
 
-# KEYS[1]: a key's open jobs (job id -> when its slot was taken). Drop the slots of jobs that
-# ended, and of jobs never created within ARGV[4] s (ARGV[3]: the job records' key prefix);
-# then take a slot for job ARGV[1] ('' only counts) if fewer than ARGV[2] are held.
+# KEYS[1]: a key's open jobs (job id -> when its slot was taken). Drop the ARGV[4] slots after
+# ARGV[4] (jobs that ended) and, of the rest, those older than ARGV[3] s (jobs never created);
+# then take a slot for job ARGV[1] ('' only counts) if fewer than ARGV[2] are held. The job
+# records are read by the caller: a script may touch only its declared keys (Redis Cluster).
 # Returns the slots held before, or -1 when full.
 _TAKE_JOB = _NOW + """
-local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-for i = 1, #entries, 2 do
-  local status = redis.call('HGET', ARGV[3] .. entries[i], 'status')
-  if status == 'succeeded' or status == 'failed' or status == 'cancelled'
-     or (not status and tonumber(entries[i + 1]) < now - tonumber(ARGV[4])) then
-    redis.call('ZREM', KEYS[1], entries[i])
-  end
+local ended = tonumber(ARGV[4])
+for i = 5, 4 + ended do redis.call('ZREM', KEYS[1], ARGV[i]) end
+for i = 5 + ended, #ARGV do
+  local taken = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if taken and tonumber(taken) < now - tonumber(ARGV[3]) then redis.call('ZREM', KEYS[1], ARGV[i]) end
 end
 local held = redis.call('ZCARD', KEYS[1])
 if held >= tonumber(ARGV[2]) then return -1 end
@@ -102,7 +102,15 @@ class JobSlots:
         return key.max_jobs is None or self._call(key, job_id) >= 0
 
     def _call(self, key: ApiKey, job_id: str) -> int:
-        return int(self._take(keys=[jobs_of(key.name)], args=[job_id, key.max_jobs, self.prefix, self.grace]))
+        slots = jobs_of(key.name)
+        held = [member.decode() if isinstance(member, bytes) else member for member in self.redis.zrange(slots, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for held_id in held:
+            pipe.hget(self.prefix + held_id, "status")
+        statuses = [status.decode() if isinstance(status, bytes) else status for status in pipe.execute()]
+        ended = [i for i, status in zip(held, statuses) if status in FINAL_STATES]
+        missing = [i for i, status in zip(held, statuses) if status is None]
+        return int(self._take(keys=[slots], args=[job_id, key.max_jobs, self.grace, len(ended), *ended, *missing]))
 
 
 @dataclass(eq=False)
