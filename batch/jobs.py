@@ -46,6 +46,11 @@ STAGE_KEY = "drumscribe:stage_seconds"
 KEY_RECENT_KEPT = 1000  # entries of one API key's recent list
 
 
+def stage_workers_key(stage: str) -> str:
+    """The live workers that run ``stage`` (a heartbeat set like ``WORKERS_KEY``)."""
+    return f"{WORKERS_KEY}:{stage}"
+
+
 def recent_of(key_name: str) -> str:
     """The recent list of one API key's jobs."""
     return f"drumscribe:recent:{key_name}"
@@ -410,17 +415,27 @@ class JobStore:
 
     # --- what /health and /metrics read ----------------------------------------------
 
-    def heartbeat(self, consumer: str) -> None:
-        """``consumer`` has just read the queue (or holds a job); beats older than the TTL are dropped."""
-        self._beat(keys=[WORKERS_KEY], args=[consumer, self.settings.heartbeat_ttl])
+    def heartbeat(self, consumer: str, stages: Collection[str] = STAGES) -> None:
+        """``consumer`` has just read the queue (or holds a job) for ``stages``; beats older than the
+        TTL are dropped. One set of all workers, and one per stage (what ``/health`` checks)."""
+        for key in (WORKERS_KEY, *(stage_workers_key(stage) for stage in stages)):
+            self._beat(keys=[key], args=[consumer, self.settings.heartbeat_ttl])
 
     def forget_worker(self, consumer: str) -> None:
         """A worker that stops cleanly stops counting at once."""
-        self.redis.zrem(WORKERS_KEY, consumer)
+        pipe = self.redis.pipeline(transaction=False)
+        for key in (WORKERS_KEY, *(stage_workers_key(stage) for stage in STAGES)):
+            pipe.zrem(key, consumer)
+        pipe.execute()
 
     def live_workers(self) -> list[str]:
         """Workers that read the queue within the last ``heartbeat_ttl`` seconds."""
         return self._live(keys=[WORKERS_KEY], args=[self.settings.heartbeat_ttl])
+
+    def live_workers_by_stage(self) -> dict[str, int]:
+        """How many live workers run each stage: a stage with none stops every job that reaches it."""
+        return {stage: len(self._live(keys=[stage_workers_key(stage)], args=[self.settings.heartbeat_ttl]))
+                for stage in STAGES}
 
     def queue_depth(self) -> tuple[int, int]:
         """(entries waiting for a worker, entries a worker holds) over every stage's stream;

@@ -69,7 +69,7 @@ class Worker:
                         self._sweep()
                     delivery = self._redis(self.store.claim, self.name, 500, self.stages)
                     if time.monotonic() >= next_beat:  # a beat says: this worker reads the queue
-                        self._redis(self.store.heartbeat, self.name)
+                        self._redis(self.store.heartbeat, self.name, self.stages)
                         next_beat = time.monotonic() + self.settings.heartbeat_ttl / 3
                     if delivery is not None:
                         self.process(delivery)
@@ -183,6 +183,6 @@ class Worker:
                 if self._redis(self.store.redis.hget, key, "owner", stop=done) != delivery.owner:
                     return  # reclaimed by another worker: do not take it back
                 self._redis(self.store.keep_alive, delivery, self.name, stop=done)
-                self._redis(self.store.heartbeat, self.name, stop=done)
+                self._redis(self.store.heartbeat, self.name, self.stages, stop=done)
         except Stopped:
             pass

@@ -346,7 +346,7 @@ def test_health_and_metrics_show_counts_not_worker_names(settings):
             time.sleep(0.05)
         assert len(names) == 1
         health = client.get("/api/v1/health").json()
-        assert health["workers"] == {"alive": 1}
+        assert health["workers"] == {"alive": 1, "by_stage": {"decode": 1, "separate": 1, "detect": 1, "score": 1}}
         assert names[0] not in client.get("/metrics").text and names[0] not in json.dumps(health)
     detailed = dataclasses.replace(TEST_HOSTS, health_details=True)
     with TestClient(create_app(settings, http_settings=detailed)) as client:

@@ -234,3 +234,19 @@ def test_a_job_handed_between_workers_stays_one_trace(spans, settings, beat_wav)
     assert set(children(spans, hops[2])) == {"score"} and "render" in children(spans, score)
     # a hop's span ends just after it hands on, so the next may start first; its stages may not
     assert decode.end_time <= hops[1].start_time and detect.end_time <= hops[2].start_time
+
+
+def test_health_is_degraded_while_a_stage_has_no_worker(settings):
+    """A CPU pool without its GPU pool takes jobs that would stop at separation: /health says so."""
+    api_only = dataclasses.replace(settings, workers=0)
+    with TestClient(create_app(api_only)) as client:
+        with stage_workers(client, settings, CPU):
+            wait_until(lambda: client.get("/api/v1/health").json()["workers"]["alive"] == 1)
+            report = client.get("/api/v1/health").json()
+            assert report["status"] == "degraded"
+            assert report["workers"]["by_stage"] == {"decode": 1, "separate": 0, "detect": 0, "score": 1}
+            assert "separate, detect" in report["reason"]
+            with stage_workers(client, settings, GPU):
+                wait_until(lambda: client.get("/api/v1/health").json()["status"] == "ok")
+        wait_until(lambda: client.get("/api/v1/health").json()["workers"]["alive"] == 0)  # stopped: forgotten at once
+        assert client.get("/api/v1/health").json()["workers"]["by_stage"] == dict.fromkeys(STAGES, 0)

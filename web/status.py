@@ -6,7 +6,8 @@ to ``/health`` where only operators can reach it. With API keys on, ``/health`` 
 an operator key only, and ``/metrics`` answers only an operator key (``web.access``).
 
 Health is ``ok``; ``degraded`` (still HTTP 200: the API takes jobs, but no worker has read the
-queue within the heartbeat TTL, so nothing gets done; ``reason`` says whether jobs wait); or
+queue within the heartbeat TTL, or none runs one of the stages (``worker --stages``), so jobs
+stop; ``reason`` says which); or
 ``unavailable`` (HTTP 503: Redis does not answer). Every figure costs O(1) Redis work per request.
 """
 from __future__ import annotations
@@ -27,15 +28,17 @@ def _health(store: JobStore, detector: Detector, separation: Separation, details
     try:
         store.redis.ping()
         redis_ok, workers = True, store.live_workers()
+        by_stage = store.live_workers_by_stage()
         waiting, running = store.queue_depth()
     except Exception as error:  # any Redis failure is exactly what health must report
         redis = {"ok": False, "error": str(error) if details else type(error).__name__}
         return {"status": "unavailable", "redis": redis, "separation": separation.status()}
     card = detector.card
+    unserved = [stage for stage, count in by_stage.items() if not count]
     report = {
-        "status": "ok" if workers else "degraded",
+        "status": "ok" if workers and not unserved else "degraded",
         "redis": {"ok": redis_ok, "embedded": hasattr(store.redis, "embedded_server")},
-        "workers": {"alive": len(workers), **({"names": sorted(workers)} if details else {})},
+        "workers": {"alive": len(workers), "by_stage": by_stage, **({"names": sorted(workers)} if details else {})},
         "queue": {"waiting": waiting, "running": running},
         "model": {"name": card.name, "version": card.version, "lookahead_ms": card.lookahead_ms,
                   "sample_rate": card.sample_rate},
@@ -44,6 +47,8 @@ def _health(store: JobStore, detector: Detector, separation: Separation, details
     if not workers:
         report["reason"] = (f"{waiting} waiting job(s), and no worker reads the queue" if waiting
                             else "no worker reads the queue: new jobs would wait")
+    elif unserved:
+        report["reason"] = f"no worker runs the {', '.join(unserved)} stage(s): jobs would stop there"
     return report
 
 
