@@ -36,12 +36,14 @@ bench: install
 # Render the training set from Groove MIDI through sampled kits (the Debian packages below and
 # the MuldjordKit in ../shared), render a validation set with kits held out of training, train
 # one network from scratch, keep the checkpoint that scores best on the validation set and MDB
-# dev together, and tune its thresholds on both. About 2 hours on 2 cores, all of it rebuilt here.
+# dev together, and tune its thresholds on both. About 75 minutes on 2 idle cores, all of it rebuilt here.
 TRAIN_PACKAGES := hydrogen-drumkits fluidsynth fluid-soundfont-gm musescore-general-soundfont \
 	avldrums.lv2-soundfont sonic-pi-samples lmms-common
 VAL_DATA ?= val-data
-TRAIN_STEPS ?= 4000
-KEEP_STEPS ?= 3000 3500 4000
+TRAIN_STEPS ?= 6000
+KEEP_STEPS ?= 4000 5000 6000
+TRAIN_SEED ?= 8
+RELEASE ?= dev
 RENDER_OPTIONS := --band-chance 0.5 --strums --percussion-chance 0.35 --room-chance 0.5
 
 train-deps:
@@ -53,9 +55,9 @@ train: install train-deps
 	$(BIN)/python -m models.train.synth --groove $(GROOVE) --out $(VAL_DATA) --kits validation --split test \
 		$(RENDER_OPTIONS) --seed 99
 	$(BIN)/python -m models.train.train --data $(TRAIN_DATA) --checkpoint $(TRAIN_DATA)/hitnet.pt \
-		--steps $(TRAIN_STEPS) --ema 0.999 --keep-steps $(KEEP_STEPS)
+		--steps $(TRAIN_STEPS) --ema 0.999 --keep-steps $(KEEP_STEPS) --seed $(TRAIN_SEED)
 	$(BIN)/python -m models.train.select $(foreach s,$(KEEP_STEPS),$(TRAIN_DATA)/hitnet-step$(s).pt) \
-		--validation $(VAL_DATA) --mdb $(MDB) --out models/weights
+		--validation $(VAL_DATA) --mdb $(MDB) --out models/weights --version $(RELEASE)
 
 eval: install
 	$(BIN)/python -m models.train.mdb $(MDB)
