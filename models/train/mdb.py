@@ -2,9 +2,8 @@
 
 ``python -m models.train.mdb ../shared/data/mdb-dev [--weights DIR] [--tune [--write]]``:
 5-family micro P/R/F within ±50 ms, per family, for ``*_drums.wav`` and ``*_mix.wav``.
-``--tune`` searches one threshold per family for the best mean F over the drum-only tracks, the
-mixes and (``--validation``) the rendered set (the network runs once per file; only peak
-picking is repeated) and reports, besides the tuned figures, a
+``--tune`` searches one threshold per family on both sets together (the network runs once
+per file; only peak picking is repeated) and reports, besides the tuned figures, a
 leave-one-track-out estimate: each track scored with thresholds tuned on the other six,
 which is what tuning on these seven tracks is worth on unseen music. ``--write`` stores
 the tuned thresholds in the model card.
@@ -57,13 +56,9 @@ def main() -> None:
     if not args.tune:
         return
     rendered = validation_items(detector, args.validation) if args.validation else []
-    def sets(excluded: str = "") -> list[list[tuple[np.ndarray, dict]]]:
-        """Drum-only, with the band, and the rendered set: each counts the same in the tuning."""
-        return [[v for (t, k), v in cached.items() if k == kind and t != excluded] for kind in KINDS] + [rendered]
-
-    tuned = tune(detector, sets(), shipped)
+    tuned = tune(detector, list(cached.values()) + rendered, shipped)
     report(f"tuned on all seven tracks{' and the validation set' if rendered else ''} {tuned}", lambda track: tuned)
-    held_out = {track: tune(detector, sets(track), shipped) for track in TRACKS}
+    held_out = {track: tune(detector, [v for (t, _), v in cached.items() if t != track] + rendered, shipped) for track in TRACKS}
     report("leave-one-track-out (each track scored with thresholds tuned on the others)", lambda track: held_out[track])
     if args.write:
         card_path = Path(args.weights or model.card_path.parent) / "hitnet.json"

@@ -44,19 +44,13 @@ def onsets(detector: Detector, probabilities: np.ndarray, thresholds: dict[str, 
     return found
 
 
-def tune(detector: Detector, sets: list[list[tuple[np.ndarray, dict]]], start: dict[str, float]) -> dict[str, float]:
-    """Per family, the threshold with the best mean F-measure over ``sets`` (families are independent).
-
-    Each set counts the same however many onsets it holds, as in checkpoint selection: pooled,
-    a rendered validation set with ten times MDB's onsets would choose the thresholds alone.
-    """
-    sets = [items for items in sets if items]
+def tune(detector: Detector, items: list[tuple[np.ndarray, dict]], start: dict[str, float]) -> dict[str, float]:
+    """Per family, the threshold with the best F-measure over ``items`` (families are independent)."""
     best = dict(start)
     for family in FAMILIES:
         scores = {}
         for threshold in CANDIDATES:
             trial = {**best, family: threshold}
-            scores[threshold] = float(np.mean([evaluate_many([(onsets(detector, p, trial), ref) for p, ref in items])[family]["f"]
-                                               for items in sets]))
+            scores[threshold] = evaluate_many([(onsets(detector, p, trial), ref) for p, ref in items])[family]["f"]
         best[family] = max(scores, key=scores.get)
     return best

@@ -3,7 +3,7 @@
 ``python -m models.train.select CKPT... --validation VAL --mdb MDB --out models/weights``:
 each checkpoint is exported and scored on the rendered validation set (kits never trained
 on) and on the MDB development tracks, drum-only and with the band, with per-family
-thresholds tuned for the best mean over the three. The checkpoint with the best mean of the three
+thresholds tuned on all of them together. The checkpoint with the best mean of the three
 micro F-measures is exported to ``--out`` with those thresholds. Choosing on more than
 the tracks we report keeps the choice from fitting seven songs.
 """
@@ -32,7 +32,7 @@ def score(weights: Path, validation: Path, mdb: Path) -> tuple[dict[str, float],
     tracks = mdb_items(detector, mdb)
     sets = {"validation": validation_items(detector, validation),
             **{f"mdb_{kind}": [item for (_, k), item in tracks.items() if k == kind] for kind in KINDS}}
-    thresholds = tune(detector, list(sets.values()), DEFAULT_THRESHOLDS)
+    thresholds = tune(detector, [item for items in sets.values() for item in items], DEFAULT_THRESHOLDS)
     figures = {name: evaluate_many([(onsets(detector, p, thresholds), ref) for p, ref in items])["micro"]["f"]
                for name, items in sets.items()}
     return figures, thresholds

@@ -45,7 +45,7 @@ def main() -> None:
     shipped = dict(detector.card.thresholds)
     print(f"== validation ({len(items)} examples), thresholds {shipped}")
     print(format_table(evaluate_many([(onsets(detector, p, shipped), ref) for p, ref in items])))
-    tuned = tune(detector, [items], shipped)
+    tuned = tune(detector, items, shipped)
     print(f"== validation, thresholds tuned on it {tuned}")
     print(format_table(evaluate_many([(onsets(detector, p, tuned), ref) for p, ref in items])))
 
