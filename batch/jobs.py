@@ -418,8 +418,10 @@ class JobStore:
     def heartbeat(self, consumer: str, stages: Collection[str] = STAGES) -> None:
         """``consumer`` has just read the queue (or holds a job) for ``stages``; beats older than the
         TTL are dropped. One set of all workers, and one per stage (what ``/health`` checks)."""
+        pipe = self.redis.pipeline(transaction=False)
         for key in (WORKERS_KEY, *(stage_workers_key(stage) for stage in stages)):
-            self._beat(keys=[key], args=[consumer, self.settings.heartbeat_ttl])
+            self._beat(keys=[key], args=[consumer, self.settings.heartbeat_ttl], client=pipe)
+        pipe.execute()
 
     def forget_worker(self, consumer: str) -> None:
         """A worker that stops cleanly stops counting at once."""
@@ -434,8 +436,10 @@ class JobStore:
 
     def live_workers_by_stage(self) -> dict[str, int]:
         """How many live workers run each stage: a stage with none stops every job that reaches it."""
-        return {stage: len(self._live(keys=[stage_workers_key(stage)], args=[self.settings.heartbeat_ttl]))
-                for stage in STAGES}
+        pipe = self.redis.pipeline(transaction=False)
+        for stage in STAGES:
+            self._live(keys=[stage_workers_key(stage)], args=[self.settings.heartbeat_ttl], client=pipe)
+        return {stage: len(live) for stage, live in zip(STAGES, pipe.execute())}
 
     def queue_depth(self) -> tuple[int, int]:
         """(entries waiting for a worker, entries a worker holds) over every stage's stream;

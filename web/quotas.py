@@ -33,8 +33,9 @@ JOB_CREATE_GRACE = 60.0  # seconds a slot may wait for its job record (taken jus
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
 
-# KEYS[1]: a key's open jobs (job id -> when its slot was taken). Drop the ARGV[4] slots after
-# ARGV[4] (jobs that ended) and, of the rest, those older than ARGV[3] s (jobs never created);
+# KEYS[1]: a key's open jobs (job id -> when its slot was taken). Drop the ARGV[4] slots listed
+# next (jobs that ended) and, of the ones listed after them, those older than ARGV[3] s (jobs
+# never created);
 # then take a slot for job ARGV[1] ('' only counts) if fewer than ARGV[2] are held. The job
 # records are read by the caller: a script may touch only its declared keys (Redis Cluster).
 # Returns the slots held before, or -1 when full.
@@ -103,11 +104,11 @@ class JobSlots:
 
     def _call(self, key: ApiKey, job_id: str) -> int:
         slots = jobs_of(key.name)
-        held = [member.decode() if isinstance(member, bytes) else member for member in self.redis.zrange(slots, 0, -1)]
+        held = self.redis.zrange(slots, 0, -1)
         pipe = self.redis.pipeline(transaction=False)
         for held_id in held:
             pipe.hget(self.prefix + held_id, "status")
-        statuses = [status.decode() if isinstance(status, bytes) else status for status in pipe.execute()]
+        statuses = pipe.execute()
         ended = [i for i, status in zip(held, statuses) if status in FINAL_STATES]
         missing = [i for i, status in zip(held, statuses) if status is None]
         return int(self._take(keys=[slots], args=[job_id, key.max_jobs, self.grace, len(ended), *ended, *missing]))
