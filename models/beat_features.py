@@ -103,8 +103,8 @@ def downbeat_features(hits: list[Hit], pulses: np.ndarray, per_bar: int, downbea
     (recordings mostly start on a downbeat); kicks anywhere in the first and last beat;
     the fill before one: toms, snares, open hi-hats and all hits in the last beat; kicks on
     the "and" of each beat (rock's "one, three, three-and"); whether the first hi-hat or ride
-    and the first kick fall in beat one (a recording that opens with a fill enters the groove
-    on one). Shares are shrunk by ``SHARE_PRIOR``, so a cue heard once or twice counts little.
+    and the first kick on a beat fall in beat one (a recording that opens with a fill enters
+    the groove on one; a kick inside the fill is seldom on a beat). Shares are shrunk by ``SHARE_PRIOR``, so a cue heard once or twice counts little.
     """
     slot = np.round(positions(hits, pulses) * BINS).astype(int)
     beat = np.mod(slot // BINS - downbeat, per_bar)
@@ -138,4 +138,4 @@ def downbeat_features(hits: list[Hit], pulses: np.ndarray, per_bar: int, downbea
                      share(every_kick, beat == 0), share(every_kick, last), share(tom, last), share(every_snare, last),
                      share(open_hat, last), share(anywhere, last),
                      *(share(kick_and, beat == b) if b < per_bar else 0.0 for b in range(4)),
-                     first_in_beat_one(_in_group(labels, "time")), first_in_beat_one(every_kick)])
+                     first_in_beat_one(_in_group(labels, "time")), first_in_beat_one(kick)])

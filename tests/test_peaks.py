@@ -58,6 +58,35 @@ def test_peak_at_first_and_last_frame():
     assert [round(h.t, 3) for h in hits] == [0.005, 0.095]
 
 
+def one_frame_of(family: str, instrument: str, probability: float, act: np.ndarray, frame: int) -> None:
+    act[frame, FAMILIES.index(family)] = probability
+    act[frame, N_F + INSTRUMENTS.index(instrument)] = 1.0
+
+
+def test_a_hat_and_a_cymbal_on_one_frame_keep_the_likelier():
+    act = frames(40)
+    one_frame_of("hihat", "hihat_closed", 0.9, act, 10)
+    one_frame_of("cymbal", "crash", 0.6, act, 10)      # the hat stick heard as a crash too
+    one_frame_of("hihat", "hihat_closed", 0.55, act, 20)
+    one_frame_of("cymbal", "crash", 0.95, act, 20)     # a crash heard as a hat too
+    one_frame_of("hihat", "hihat_closed", 0.9, act, 30)
+    one_frame_of("cymbal", "ride", 0.9, act, 31)       # a frame apart: both stay
+    p = picker()
+    hits = p.push(act) + p.flush()
+    assert [(h.instrument, round(h.t, 3)) for h in hits] == [
+        ("hihat_closed", 0.105), ("crash", 0.205), ("hihat_closed", 0.305), ("ride", 0.315)]
+
+
+def test_a_pedalled_hat_stays_beside_its_cymbal():
+    act = frames(20)
+    one_frame_of("hihat", "hihat_pedal", 0.6, act, 10)
+    one_frame_of("cymbal", "ride", 0.9, act, 10)
+    one_frame_of("kick", "kick", 0.9, act, 10)
+    p = picker()
+    hits = p.push(act) + p.flush()
+    assert sorted(h.instrument for h in hits) == ["hihat_pedal", "kick", "ride"]
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_any_chunking_gives_the_same_hits(seed):
     rng = np.random.default_rng(seed)
