@@ -1,38 +1,40 @@
-"""Synthesized drum sounds and a rock beat: an example file and test signals with known hits.
+"""A rock beat played on a real kit's one-shots: an example file and test signals with known hits.
 
+The one-shots in ``example_kit/`` are three hits of the MuldjordKit (Lars Muldjord, CC BY 4.0),
+each a close-miked mix of its 16 microphones, so tests and the example hear a real kit.
 ``python -m models.synthetic OUT.wav`` writes a short beat (used by ``make run``).
 """
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 import numpy as np
-import scipy.signal
 import soundfile as sf
 
+from models.audio import resample
 from models.features import SAMPLE_RATE
+
+KIT = Path(__file__).with_name("example_kit")
+
+
+@functools.lru_cache(maxsize=None)
+def _one_shot(name: str, rate: int) -> np.ndarray:
+    audio, source_rate = sf.read(KIT / f"{name}.flac", dtype="float32")
+    return resample(audio, source_rate, rate) if source_rate != rate else audio
 
 
 def kick(rate: int = SAMPLE_RATE) -> np.ndarray:
-    t = np.arange(int(0.35 * rate)) / rate
-    phase = 2 * np.pi * (45 * t + (110 / 30) * (1 - np.exp(-30 * t)))
-    return (np.sin(phase) * np.exp(-9 * t)).astype(np.float32)
+    return _one_shot("kick", rate).copy()
 
 
-def snare(rate: int = SAMPLE_RATE, seed: int = 1) -> np.ndarray:
-    t = np.arange(int(0.25 * rate)) / rate
-    noise = np.random.default_rng(seed).standard_normal(len(t))
-    noise = scipy.signal.sosfilt(scipy.signal.butter(2, [1500, 9000], "bandpass", fs=rate, output="sos"), noise)
-    body = np.sin(2 * np.pi * 185 * t) * np.exp(-25 * t)
-    return (0.6 * body + 0.7 * noise * np.exp(-18 * t)).astype(np.float32)
+def snare(rate: int = SAMPLE_RATE) -> np.ndarray:
+    return _one_shot("snare", rate).copy()
 
 
-def hihat(rate: int = SAMPLE_RATE, seed: int = 2) -> np.ndarray:
-    t = np.arange(int(0.08 * rate)) / rate
-    noise = np.random.default_rng(seed).standard_normal(len(t))
-    noise = scipy.signal.sosfilt(scipy.signal.butter(4, 7000, "highpass", fs=rate, output="sos"), noise)
-    return (0.35 * noise * np.exp(-60 * t)).astype(np.float32)
+def hihat(rate: int = SAMPLE_RATE) -> np.ndarray:
+    return _one_shot("hihat", rate).copy()
 
 
 def place(sounds: list[tuple[float, np.ndarray, float]], seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -23,6 +23,7 @@ class LiveSettings:
     pace_window: float = 10.0                # seconds of wall time per minimum-rate check
     pace_grace: float = 10.0                 # seconds after ready before the first window starts
     notation_every: float = 4.0              # seconds of audio between notation updates; 0: never
+    notation_grace: float = 2.0              # how long `stop` waits for a notation update under way
     outbox_limit: int = 1000                 # unsent messages before a non-reading client is dropped
     batch_wait: float = 0.002                # how long a window waits for others to share its batch
     separation_wait: float = 0.005           # the same for a Demucs window of a separated session
@@ -41,6 +42,7 @@ class LiveSettings:
             pace_window=float(env("DRUMSCRIBE_LIVE_PACE_SECONDS", "10")),
             pace_grace=float(env("DRUMSCRIBE_LIVE_PACE_GRACE_SECONDS", "10")),
             notation_every=float(env("DRUMSCRIBE_LIVE_NOTATION_SECONDS", "4")),
+            notation_grace=float(env("DRUMSCRIBE_LIVE_NOTATION_GRACE_SECONDS", "2")),
             separation_batch=int(env("DRUMSCRIBE_LIVE_SEPARATION_BATCH", "16")),
             finalize_timeout=float(env("DRUMSCRIBE_LIVE_FINALIZE_SECONDS", "120")),
         )

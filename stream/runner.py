@@ -31,7 +31,6 @@ Emit = Callable[[dict], None]
 NotationRenderer = Callable[[list[Hit], float], Awaitable[tuple[str, int] | None]]  # (svg, last bar) or None
 
 
-NOTATION_GRACE_SECONDS = 2.0  # how long the end of a session waits for a notation update under way
 
 
 class Finalizer(Protocol):
@@ -148,7 +147,7 @@ class LiveRunner:
                                           attributes={"drumscribe.session_id": self.session.id}) as span:
             try:
                 if self._notation_task is not None:  # let an update under way land before ``final``
-                    await asyncio.wait([self._notation_task], timeout=NOTATION_GRACE_SECONDS)
+                    await asyncio.wait([self._notation_task], timeout=self.settings.notation_grace)
                     self._notation_task.cancel()
                 await self.drain()
             except Exception:  # the last hits are lost, but never the recording: it is scored all the same

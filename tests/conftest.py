@@ -25,7 +25,7 @@ os.environ.setdefault("DRUMSCRIBE_ALLOWED_HOSTS", "testserver")
 
 @pytest.fixture(scope="session")
 def beat_wav(tmp_path_factory) -> Path:
-    """Eight bars of a synthetic rock beat at 100 bpm, 44.1 kHz stereo WAV."""
+    """Eight bars of a rock beat on the example kit (real one-shots) at 100 bpm, 44.1 kHz stereo WAV."""
     audio, _ = rock_beat(bars=8, bpm=100, rate=44100)
     path = tmp_path_factory.mktemp("audio") / "beat.wav"
     sf.write(path, np.stack([audio, audio], axis=1), 44100)

@@ -56,9 +56,7 @@ def test_eval_against_reference_in_mdb_format(beat_file, tmp_path):
     ref.write_text("\n".join(lines) + "\n")
     done = run("eval", str(out_json), str(ref), "--json")
     assert done.returncode == 0, done.stderr
-    # every played hit is found; release 2026-12-03.1 also hears this synthetic sine-sweep kick as a tom
-    # (12 extra toms, micro F 0.897), which no real kick in MDB dev makes it do (kick F 0.96, tom precision 0.89)
-    assert json.loads(done.stdout)["micro"]["f"] >= 0.85
+    assert json.loads(done.stdout)["micro"]["f"] >= 0.95  # a plain beat on a real kit: next to every hit found
 
 
 @pytest.mark.parametrize("content,code", [

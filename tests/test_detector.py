@@ -1,4 +1,4 @@
-"""The shipped detector: synthetic beats come back on time; streaming equals offline."""
+"""The shipped detector: a beat on a real kit's one-shots comes back on time; streaming equals offline."""
 import numpy as np
 import pytest
 
@@ -22,7 +22,7 @@ def test_model_declares_bounded_lookahead(detector):
     assert 0 < detector.card.lookahead_ms <= 50
 
 
-def test_synthetic_beat_hits_come_back_within_10ms(detector, beat):
+def test_example_beat_hits_come_back_within_10ms(detector, beat):
     audio, reference = beat
     hits = detector.transcribe(audio)
     predicted = {family: [h.t for h in hits if h.family == family] for family in reference}

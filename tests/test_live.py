@@ -20,7 +20,8 @@ from stream.session import resampler_delay_ms
 from tests.conftest import RunningServer
 from web.app import create_app
 
-FAST = LiveSettings(notation_every=2.0)
+# Stop waits for the notation under way: a loaded machine renders it slowly, and the test needs one.
+FAST = LiveSettings(notation_every=2.0, notation_grace=60.0)
 
 
 class Client:
