@@ -104,7 +104,8 @@ def downbeat_features(hits: list[Hit], pulses: np.ndarray, per_bar: int, downbea
     the fill before one: toms, snares, open hi-hats and all hits in the last beat; kicks on
     the "and" of each beat (rock's "one, three, three-and"); whether the first hi-hat or ride
     and the first kick on a beat fall in beat one (a recording that opens with a fill enters
-    the groove on one; a kick inside the fill is seldom on a beat). Shares are shrunk by ``SHARE_PRIOR``, so a cue heard once or twice counts little.
+    the groove on one; a kick inside the fill is seldom on a beat). Shares are shrunk by
+    ``SHARE_PRIOR``, so a cue heard once or twice counts little.
     """
     slot = np.round(positions(hits, pulses) * BINS).astype(int)
     beat = np.mod(slot // BINS - downbeat, per_bar)

@@ -31,8 +31,6 @@ Emit = Callable[[dict], None]
 NotationRenderer = Callable[[list[Hit], float], Awaitable[tuple[str, int] | None]]  # (svg, last bar) or None
 
 
-
-
 class Finalizer(Protocol):
     """Where sessions are recorded and how a finished one is scored."""
 
