@@ -64,6 +64,13 @@ class HitNet(nn.Module):
         self.temporal = nn.Sequential(*(CausalResidual(width, d) for d in DILATIONS))
         self.head = nn.Conv1d(width, N_OUTPUTS, 1)
 
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> HitNet:
+        """A network of the width the saved weights were trained at, holding them."""
+        net = cls(width=state["project.weight"].shape[0])
+        net.load_state_dict(state)
+        return net
+
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         flux = torch.relu(mel[:, 1:] - mel[:, :-1])  # onset cue: rising energy per band
         x = torch.stack([mel[:, 1:], flux], dim=1)  # (batch, 2, time - 1, mels)

@@ -10,6 +10,7 @@ from models.train.kits import AVL_NOTES, GM_NOTES, Layer
 from models.train.multimic import MULDJORD_DIR, load_muldjord
 from models.train.room import in_room, room_impulse
 from models.train.synth import Balance
+from models.network import HitNet
 from models.train.train import Example, sample_batch
 from models.vocab import FAMILIES, INSTRUMENTS
 
@@ -80,3 +81,9 @@ def test_rare_chance_centres_crops_on_toms_and_cymbals():
     assert all(onsets[row, :, rare].max() == 1.0 for row in range(64))
     _, onsets, *_ = sample_batch(examples, 64, 100, rng, rare_chance=0.0)
     assert sum(onsets[row, :, rare].max() == 1.0 for row in range(64)) < 16
+
+
+def test_a_checkpoint_loads_at_the_width_it_was_trained_at():
+    wide = HitNet(width=160)
+    loaded = HitNet.from_state_dict(wide.state_dict())
+    assert loaded.project.out_channels == 160

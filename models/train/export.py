@@ -72,8 +72,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "weights")
     parser.add_argument("--version", default="dev")
     args = parser.parse_args()
-    net = HitNet()
-    net.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
+    net = HitNet.from_state_dict(torch.load(args.checkpoint, map_location="cpu"))
     card_path = args.out / "hitnet.json"
     extra = json.loads(card_path.read_text()) if card_path.exists() else {}
     extra = {k: v for k, v in extra.items() if k in ("training", "evaluation", "thresholds", "licenses")}

@@ -39,9 +39,7 @@ def score(weights: Path, validation: Path, mdb: Path) -> tuple[dict[str, float],
 
 
 def load_checkpoint(path: Path) -> HitNet:
-    net = HitNet()
-    net.load_state_dict(torch.load(path, map_location="cpu"))
-    return net
+    return HitNet.from_state_dict(torch.load(path, map_location="cpu"))
 
 
 def main() -> None:

@@ -109,10 +109,11 @@ def train(args: argparse.Namespace) -> HitNet:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.allow_tf32 = False  # full float32 on a GPU too, as on the CPU: the same recipe
     shards = sorted(args.data.glob("shard-*.npz"))
     examples = load_examples(shards)
     print(f"{len(examples)} examples from {len(shards)} shards, {sum(len(e.features) for e in examples) / FPS / 3600:.1f} h", flush=True)
-    model = HitNet().to(device)
+    model = HitNet(args.width).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     # An exponential moving average of the weights: steadier on real drums than any one step.
@@ -132,7 +133,7 @@ def train(args: argparse.Namespace) -> HitNet:
         schedule.step()
         running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
         if step % 100 == 0:
-            print(f"step {step} loss {running:.4f} lr {schedule.get_last_lr()[0]:.2e} {time.time() - started:.0f}s", flush=True)
+            print(f"step {step} loss {running:.4f} lr {schedule.get_last_lr()[0]:.2e} {time.time() - started:.1f}s", flush=True)
         if step % args.checkpoint_every == 0 or step == args.steps:
             torch.save(saved.state_dict(), args.checkpoint)
         if step in args.keep_steps:  # candidates for the shipped weights: see --keep-steps
@@ -155,6 +156,7 @@ def main() -> None:
     parser.add_argument("--ema", type=float, default=0.0,
                         help="save an exponential moving average of the weights with this decay (0: the weights)")
     parser.add_argument("--rare-chance", type=float, default=0.3, help="share of crops centred on a tom or cymbal hit")
+    parser.add_argument("--width", type=int, default=128, help="channels of the causal temporal stack")
     parser.add_argument("--seed", type=int, default=7)
     train(parser.parse_args())
 
