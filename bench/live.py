@@ -4,7 +4,7 @@ The server is a real ``drumscribe serve`` process. Each client sends ``--frame-m
 of 16-bit PCM on a fixed real-time schedule and notes when it sent each sample; a hit's
 latency is its arrival time minus the send time of the frame holding the hit's sample.
 Per N it reports latency percentiles over all hits, the CPU use of the server (with its
-notation process and embedded Redis) and of this load generator, frames the
+scorer process, which tracks the tempo and renders the notation, and its embedded Redis) and of this load generator, frames the
 client could not send on time (late audio), and sessions whose hits fell behind.
 Usage: ``python bench/live.py [--clients 1,8,32,64] [--seconds 20] [--audio FILE]``;
 by default the first MDB drums recording in ../shared/data/mdb-dev, else a synthetic beat.
@@ -91,7 +91,7 @@ async def run_clients(url: str, n: int, pcm: np.ndarray, frame: int) -> list[dic
 
 
 def server_processes(pid: int) -> list[psutil.Process]:
-    """The server and what it started (its notation process, the embedded Redis), once all are up."""
+    """The server and what it started (its scorer process, the embedded Redis), once all are up."""
     time.sleep(2)
     server = psutil.Process(pid)
     return [server, *server.children(recursive=True)]
@@ -117,7 +117,8 @@ def measure(n: int, pcm: np.ndarray, frame: int, notation: str) -> dict:
     port = free_port()
     with tempfile.TemporaryDirectory() as data:
         env = {**os.environ, "DRUMSCRIBE_DATA": data, "DRUMSCRIBE_WORKERS": "0",  # scores are not timed here
-               "DRUMSCRIBE_LIVE_MAX_SESSIONS": str(max(64, n)), "DRUMSCRIBE_LIVE_NOTATION_SECONDS": notation,
+               "DRUMSCRIBE_LIVE_MAX_SESSIONS": str(max(64, n)), "DRUMSCRIBE_LIVE_MAX_PER_CLIENT": str(n),  # all from one address
+               "DRUMSCRIBE_LIVE_NOTATION_SECONDS": notation,
                "DRUMSCRIBE_LIVE_FINALIZE_SECONDS": "5"}  # without workers, shutdown need not wait for scores
         server = subprocess.Popen([sys.executable, "-m", "web.cli", "serve", "--port", str(port)], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -36,7 +36,7 @@ from stream.config import LiveSettings
 from stream.pace import SessionTooSlow
 from stream.pcm import FormatError, StartMessage
 from stream.recording import Recording
-from stream.runner import Finalizer, LiveRunner, NotationRenderer, SessionTooLong
+from stream.runner import Finalizer, LiveRunner, Scorer, SessionTooLong
 from stream.separated import SeparatedRunner, SeparatedSession
 from stream.session import LiveSession
 
@@ -78,10 +78,10 @@ class Gateway:
     """
 
     def __init__(self, detector: Detector, settings: LiveSettings, finalizer: Finalizer | None,
-                 notation: NotationRenderer | None = None, separator: Separator | None = None) -> None:
+                 scorer: Scorer | None = None, separator: Separator | None = None) -> None:
         self.detector = detector
         self.settings = settings.within(finalizer.max_seconds) if finalizer is not None else settings
-        self.finalizer, self.notation = finalizer, notation
+        self.finalizer, self.scorer = finalizer, scorer
         self.separation_available = separator is not None
         self.batcher = InferenceBatcher(detector.model, max_wait=settings.batch_wait)
         self.separation: SeparationBatcher | None = None
@@ -132,10 +132,10 @@ class Gateway:
             session = SeparatedSession(self.detector, fmt, self.separation.separator, recording=recording,
                                        max_seconds=limit)
             runner = SeparatedRunner(session, self.batcher, self.separation, self.settings, emit, self.finalizer,
-                                     self.notation)
+                                     self.scorer)
         else:
             session = LiveSession(self.detector, fmt, recording=recording, max_seconds=limit)
-            runner = LiveRunner(session, self.batcher, self.settings, emit, self.finalizer, self.notation)
+            runner = LiveRunner(session, self.batcher, self.settings, emit, self.finalizer, self.scorer)
         self.sessions[session.id] = runner
         return runner
 

@@ -14,7 +14,6 @@ from typing import Protocol
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from models.beats import estimate_grid
 from models.peaks import Hit
 from models.runtime import Step
 from stream.batcher import InferenceBatcher
@@ -28,7 +27,16 @@ log = logging.getLogger("drumscribe.live")
 tracer = trace.get_tracer("drumscribe.live")
 
 Emit = Callable[[dict], None]
-NotationRenderer = Callable[[list[Hit], float], Awaitable[tuple[str, int] | None]]  # (svg, last bar) or None
+
+
+class Scorer(Protocol):
+    """The beat tracker and the notation, run off the hit path (``stream.scorer.LiveScorer``)."""
+
+    async def tempo(self, hits: list[Hit], seconds: float) -> float:
+        """The session's tempo so far, in bpm."""
+
+    async def notation(self, hits: list[Hit], seconds: float) -> tuple[str, int] | None:
+        """The last completed bars as SVG with the number of the last; None before bar one ends."""
 
 
 class Finalizer(Protocol):
@@ -51,9 +59,9 @@ class SessionTooLong(Exception):
 
 class LiveRunner:
     def __init__(self, session: LiveSession, batcher: InferenceBatcher, settings: LiveSettings, emit: Emit,
-                 finalizer: Finalizer, notation: NotationRenderer | None = None) -> None:
+                 finalizer: Finalizer, scorer: Scorer | None = None) -> None:
         self.session, self.batcher, self.settings = session, batcher, settings
-        self.emit, self.finalizer, self.notation = emit, finalizer, notation
+        self.emit, self.finalizer, self.scorer = emit, finalizer, scorer
         self._notation_task: asyncio.Task | None = None
         self._tempo_task: asyncio.Task | None = None
         self._notation_at = 0.0
@@ -90,17 +98,17 @@ class LiveRunner:
             self.emit({"type": "hits", "hits": [hit.to_dict() for hit in hits]})
 
     def _maybe_tempo(self) -> None:
-        if self._tempo_task is not None and not self._tempo_task.done():
+        if self.scorer is None or (self._tempo_task is not None and not self._tempo_task.done()):
             return  # one estimate at a time; the next frame asks again
         if self.session.tempo_due():
             self._tempo_task = asyncio.get_running_loop().create_task(self._estimate_tempo())
 
     async def _estimate_tempo(self) -> None:
-        """The tracker the notation and the score use, over the whole session so far: tens of ms
-        for a long one, so it runs in a thread and never holds back another session's hits."""
+        """The tracker the notation and the score use, over the whole session so far, in the
+        scorer's process: it never holds back any session's hits."""
         hits, seconds = list(self.session.hits), self.session.seconds
         try:
-            bpm = (await asyncio.to_thread(estimate_grid, hits, seconds)).bpm
+            bpm = await self.scorer.tempo(hits, seconds)
         except Exception:
             log.exception("tempo estimate failed for session %s", self.session.id)
             return
@@ -109,7 +117,7 @@ class LiveRunner:
 
     def _maybe_notation(self) -> None:
         every = self.settings.notation_every
-        if not self.notation or every <= 0 or self.session.seconds - self._notation_at < every:
+        if self.scorer is None or every <= 0 or self.session.seconds - self._notation_at < every:
             return
         if self._notation_task is not None and not self._notation_task.done():
             return  # the previous rendering is still running: skip rather than queue up
@@ -119,7 +127,7 @@ class LiveRunner:
     async def _render_notation(self) -> None:
         hits, seconds = list(self.session.hits), self.session.seconds
         try:
-            rendered = await self.notation(hits, seconds)
+            rendered = await self.scorer.notation(hits, seconds)
         except Exception:
             log.exception("notation rendering failed for session %s", self.session.id)
             return

@@ -30,7 +30,7 @@ from stream.batcher import InferenceBatcher
 from stream.config import LiveSettings
 from stream.pcm import PcmFormat
 from stream.recording import Recording
-from stream.runner import Emit, Finalizer, LiveRunner, NotationRenderer
+from stream.runner import Emit, Finalizer, LiveRunner, Scorer
 from stream.session import LiveSession, resampler_delay_ms
 
 if TYPE_CHECKING:  # torch is optional: a service without separation never imports it
@@ -138,8 +138,8 @@ class SeparatedRunner(LiveRunner):
 
     def __init__(self, session: SeparatedSession, batcher: InferenceBatcher, separation: "SeparationBatcher",
                  settings: LiveSettings, emit: Emit, finalizer: Finalizer,
-                 notation: NotationRenderer | None = None) -> None:
-        super().__init__(session, batcher, settings, emit, finalizer, notation)
+                 scorer: Scorer | None = None) -> None:
+        super().__init__(session, batcher, settings, emit, finalizer, scorer)
         self.separation = separation
 
     async def audio(self, data: bytes) -> None:

@@ -23,7 +23,7 @@ from stream.pcm import PcmDecoder, PcmFormat
 from stream.recording import Recording
 
 TEMPO_STEP_BPM = 1.0      # a new tempo is announced when it moves by more than this
-TEMPO_EVERY_SECONDS = 1.0  # and is re-estimated at most this often (audio time)
+TEMPO_EVERY_SECONDS = 4.0  # and is re-estimated at most this often (audio time; the scorer runs the whole tracker)
 
 
 @functools.lru_cache(maxsize=None)

@@ -141,7 +141,7 @@ def test_streamed_hits_equal_offline_transcription(settings, beat_wav, tmp_path,
     data = pcm(beat_wav, encoding, channels, rate)
     reference = write_reference(beat_wav, data, encoding, channels, rate, tmp_path)
     with app_client(settings) as client, client.websocket_connect("/api/v1/stream") as ws:
-        client.app.state.gateway.notation.wait_ready()  # its process starts with the app
+        client.app.state.gateway.scorer.wait_ready()  # its process starts with the app
         sent = time.monotonic()
         ws.send_json({"type": "start", "sample_rate": rate, "channels": channels, "encoding": encoding})
         ready = ws.receive_json()

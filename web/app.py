@@ -29,7 +29,7 @@ from models.detector import Detector
 from models.separation import Separation, load_separation
 from stream.config import LiveSettings
 from stream.gateway import Gateway
-from stream.notation import NotationProcess
+from stream.scorer import LiveScorer
 from web import access, http_tracing, jobs_api, live, preview, recordings, rtc
 from web.live import SessionFinalizer
 from web.errors import HANDLERS
@@ -75,10 +75,10 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
         for thread in threads:
             thread.start()
         app.state.workers = workers
-        notation = NotationProcess(notation_svg) if live_settings.notation_every > 0 else None
+        scorer = LiveScorer(notation_svg)  # the live tempo, and the notation unless it is turned off
         finalizer = SessionFinalizer(store, settings, live_settings.finalize_timeout, storage)
         app.state.gateway = Gateway(app.state.detector, live_settings, finalizer,
-                                    notation=notation, separator=app.state.separation.separator)
+                                    scorer=scorer, separator=app.state.separation.separator)
         app.state.rtc = rtc.RtcPeers()
         try:
             yield
@@ -87,8 +87,7 @@ def create_app(settings: Settings | None = None, detector: Detector | None = Non
             await app.state.gateway.shutdown()
             await finalizer.close()
             renewing.cancel()
-            if notation is not None:
-                notation.close()
+            scorer.close()
             for worker in workers:
                 worker.stop.set()
             for thread in threads:

@@ -1,10 +1,12 @@
-"""Live notation off the hit path: a pre-started, low-priority process renders the bars.
+"""Live tempo and notation off the hit path: a pre-started, low-priority process runs them.
 
-Rendering a few bars (music21 + verovio) takes about 40 ms of pure Python and holds the
-GIL all along; in the gateway's process it would hold back every session's hits. In a
-process of its own, at a lower CPU priority, it only uses what the hit path leaves.
-Started with the app, not at the first session, so the first update is not late by the
-seconds it takes to import the renderer.
+Rendering a few bars (music21 + verovio) takes about 40 ms of pure Python, and the beat
+tracker behind the tempo about 5 ms a session each time; both hold the GIL all along. In the
+gateway's process, even in a thread, they would hold back every session's hits (32 sessions
+on 2 cores: p95 latency 90 ms without the tempo, 300 ms with it in a thread; see
+``bench/live.py``). In a process of its own, at a lower CPU priority, they only use what the
+hit path leaves. Started with the app, not at the first session, so the first update is not
+late by the seconds it takes to import the renderer.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
+from models.beats import estimate_grid
 from models.peaks import Hit
 
 Rendered = tuple[str, int] | None  # (svg, number of the last bar shown), or None before the first bar
@@ -23,7 +26,7 @@ Render = Callable[[list[Hit], float], Rendered]
 
 
 def _start(niceness: int, parent: int) -> None:
-    """In the rendering process: a lower priority, and no life beyond the server's."""
+    """In the scorer's process: a lower priority, and no life beyond the server's."""
     os.nice(niceness)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
@@ -35,8 +38,14 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
-class NotationProcess:
-    """``await notation(hits, seconds)`` renders in the background process; one at a time."""
+def _tempo(hits: list[Hit], seconds: float) -> float:
+    """The tempo the score and the notation would write for the session so far."""
+    return estimate_grid(hits, seconds).bpm
+
+
+class LiveScorer:
+    """``await scorer.tempo(hits, seconds)`` and ``await scorer.notation(hits, seconds)`` run in
+    the background process, one call at a time."""
 
     def __init__(self, render: Render, niceness: int = 10) -> None:
         self._render = render
@@ -44,7 +53,10 @@ class NotationProcess:
                                          initializer=_start, initargs=(niceness, os.getpid()))
         self._warm = self._pool.submit(render, [], 0.0)  # start the process and import the renderer now
 
-    async def __call__(self, hits: list[Hit], seconds: float) -> Rendered:
+    async def tempo(self, hits: list[Hit], seconds: float) -> float:
+        return await asyncio.wrap_future(self._pool.submit(_tempo, hits, seconds))
+
+    async def notation(self, hits: list[Hit], seconds: float) -> Rendered:
         return await asyncio.wrap_future(self._pool.submit(self._render, hits, seconds))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
