@@ -21,6 +21,7 @@ from stream.config import LiveSettings
 from stream.pace import MinimumRate
 from stream.pcm import PcmFormat
 from stream.recording import Recording
+from stream.scorer import ScoreUpdate
 from stream.session import LiveSession
 
 log = logging.getLogger("drumscribe.live")
@@ -32,11 +33,8 @@ Emit = Callable[[dict], None]
 class Scorer(Protocol):
     """The beat tracker and the notation, run off the hit path (``stream.scorer.LiveScorer``)."""
 
-    async def tempo(self, hits: list[Hit], seconds: float) -> float:
-        """The session's tempo so far, in bpm."""
-
-    async def notation(self, hits: list[Hit], seconds: float) -> tuple[str, int] | None:
-        """The last completed bars as SVG with the number of the last; None before bar one ends."""
+    async def update(self, hits: list[Hit], seconds: float, notation: bool) -> ScoreUpdate:
+        """The session's tempo so far and, with ``notation``, its last completed bars as SVG."""
 
 
 class Finalizer(Protocol):
@@ -62,8 +60,8 @@ class LiveRunner:
                  finalizer: Finalizer, scorer: Scorer | None = None) -> None:
         self.session, self.batcher, self.settings = session, batcher, settings
         self.emit, self.finalizer, self.scorer = emit, finalizer, scorer
-        self._notation_task: asyncio.Task | None = None
-        self._tempo_task: asyncio.Task | None = None
+        self._score_task: asyncio.Task | None = None
+        self._tempo_due = self._notation_due = False  # asked for, not yet sent to the scorer
         self._notation_at = 0.0
         self._last_bar = -1
         self._final: asyncio.Task | None = None
@@ -88,8 +86,7 @@ class LiveRunner:
         """Run the network step a frame made (if any), send its hits, tempo and notation."""
         if step is not None:
             self._send_hits(self.session.take(await self.batcher.run(step)))
-        self._maybe_tempo()
-        self._maybe_notation()
+        self._maybe_score()
         if self.session.full:
             raise SessionTooLong(f"sessions are limited to {self.settings.max_session_seconds:g} s of audio")
 
@@ -97,43 +94,36 @@ class LiveRunner:
         if hits:
             self.emit({"type": "hits", "hits": [hit.to_dict() for hit in hits]})
 
-    def _maybe_tempo(self) -> None:
-        if self.scorer is None or (self._tempo_task is not None and not self._tempo_task.done()):
-            return  # one estimate at a time; the next frame asks again
-        if self.session.tempo_due():
-            self._tempo_task = asyncio.get_running_loop().create_task(self._estimate_tempo())
-
-    async def _estimate_tempo(self) -> None:
-        """The tracker the notation and the score use, over the whole session so far, in the
-        scorer's process: it never holds back any session's hits."""
-        hits, seconds = list(self.session.hits), self.session.seconds
-        try:
-            bpm = await self.scorer.tempo(hits, seconds)
-        except Exception:
-            log.exception("tempo estimate failed for session %s", self.session.id)
+    def _maybe_score(self) -> None:
+        """Ask for the tempo (every few seconds, from a few hits on) and the notation (every
+        ``notation_every`` seconds). One request runs at a time; what comes due meanwhile is
+        asked for, together, when it ends."""
+        if self.scorer is None:
             return
-        if self.open and self.session.tempo_moved(bpm):
-            self.emit({"type": "tempo", "bpm": bpm})
-
-    def _maybe_notation(self) -> None:
+        self._tempo_due |= self.session.tempo_due()
         every = self.settings.notation_every
-        if self.scorer is None or every <= 0 or self.session.seconds - self._notation_at < every:
-            return
-        if self._notation_task is not None and not self._notation_task.done():
-            return  # the previous rendering is still running: skip rather than queue up
-        self._notation_at = self.session.seconds
-        self._notation_task = asyncio.get_running_loop().create_task(self._render_notation())
+        if every > 0 and self.session.seconds - self._notation_at >= every:
+            self._notation_at, self._notation_due = self.session.seconds, True
+        if (self._tempo_due or self._notation_due) and (self._score_task is None or self._score_task.done()):
+            self._score_task = asyncio.get_running_loop().create_task(self._score())
 
-    async def _render_notation(self) -> None:
-        hits, seconds = list(self.session.hits), self.session.seconds
-        try:
-            rendered = await self.scorer.notation(hits, seconds)
-        except Exception:
-            log.exception("notation rendering failed for session %s", self.session.id)
-            return
-        if rendered is not None and rendered[1] > self._last_bar:
-            self._last_bar = rendered[1]
-            self.emit({"type": "notation", "svg": rendered[0], "bar": rendered[1]})
+    async def _score(self) -> None:
+        """One beat-tracker run over the whole session so far per request, in the scorer's
+        process: it never holds back any session's hits."""
+        while self._tempo_due or self._notation_due:
+            tempo, notation = self._tempo_due, self._notation_due
+            self._tempo_due = self._notation_due = False
+            hits, seconds = list(self.session.hits), self.session.seconds
+            try:
+                update = await self.scorer.update(hits, seconds, notation)
+            except Exception:
+                log.exception("tempo or notation failed for session %s", self.session.id)
+                return
+            if tempo and self.session.tempo_moved(update.bpm):
+                self.emit({"type": "tempo", "bpm": update.bpm})
+            if update.notation is not None and update.notation[1] > self._last_bar:
+                self._last_bar = update.notation[1]
+                self.emit({"type": "notation", "svg": update.notation[0], "bar": update.notation[1]})
 
     async def drain(self) -> None:
         """The end of the audio: send every hit still held back for look-ahead."""
@@ -152,9 +142,9 @@ class LiveRunner:
         with tracer.start_as_current_span("live.finalize", context=self.trace_context,
                                           attributes={"drumscribe.session_id": self.session.id}) as span:
             try:
-                if self._notation_task is not None:  # let an update under way land before ``final``
-                    await asyncio.wait([self._notation_task], timeout=self.settings.notation_grace)
-                    self._notation_task.cancel()
+                if self._score_task is not None:  # let an update under way land before ``final``
+                    await asyncio.wait([self._score_task], timeout=self.settings.notation_grace)
+                    self._score_task.cancel()
                 await self.drain()
             except Exception:  # the last hits are lost, but never the recording: it is scored all the same
                 log.exception("draining session %s failed", self.session.id)

@@ -17,12 +17,18 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from typing import NamedTuple
 
-from models.beats import estimate_grid
+from models.beats import Grid, estimate_grid
 from models.peaks import Hit
 
 Rendered = tuple[str, int] | None  # (svg, number of the last bar shown), or None before the first bar
-Render = Callable[[list[Hit], float], Rendered]
+Render = Callable[[list[Hit], float, Grid], Rendered]
+
+
+class ScoreUpdate(NamedTuple):
+    bpm: float  # the tempo the score and the notation would write for the session so far
+    notation: Rendered  # None when not asked for, or before the first bar ends
 
 
 def _start(niceness: int, parent: int) -> None:
@@ -38,26 +44,25 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
-def _tempo(hits: list[Hit], seconds: float) -> float:
-    """The tempo the score and the notation would write for the session so far."""
-    return estimate_grid(hits, seconds).bpm
+def _update(render: Render, hits: list[Hit], seconds: float, notation: bool) -> ScoreUpdate:
+    """One beat-tracker run gives the tempo and, when asked, the grid the bars are drawn on."""
+    grid = estimate_grid(hits, seconds)
+    return ScoreUpdate(grid.bpm, render(hits, seconds, grid) if notation else None)
 
 
 class LiveScorer:
-    """``await scorer.tempo(hits, seconds)`` and ``await scorer.notation(hits, seconds)`` run in
-    the background process, one call at a time."""
+    """``await scorer.update(hits, seconds, notation)`` runs in the background process, one call
+    at a time."""
 
     def __init__(self, render: Render, niceness: int = 10) -> None:
         self._render = render
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_start, initargs=(niceness, os.getpid()))
-        self._warm = self._pool.submit(render, [], 0.0)  # start the process and import the renderer now
+        # start the process and import the renderer now
+        self._warm = self._pool.submit(_update, render, [], 0.0, True)
 
-    async def tempo(self, hits: list[Hit], seconds: float) -> float:
-        return await asyncio.wrap_future(self._pool.submit(_tempo, hits, seconds))
-
-    async def notation(self, hits: list[Hit], seconds: float) -> Rendered:
-        return await asyncio.wrap_future(self._pool.submit(self._render, hits, seconds))
+    async def update(self, hits: list[Hit], seconds: float, notation: bool) -> ScoreUpdate:
+        return await asyncio.wrap_future(self._pool.submit(_update, self._render, hits, seconds, notation))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the process has started and imported the renderer (tests, benchmarks)."""
